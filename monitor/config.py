@@ -1,0 +1,274 @@
+"""The configuration file: pydantic models in the shape of DESIGN.md, loaded with file:line errors.
+
+Unknown keys are errors (typos must not pass silently), durations are strings (`500ms`, `5s`,
+`2m`, `1h`, `1d`, or combined `1m30s`), secrets are SecretStr so they never print.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from monitor.yamlfile import LoadedYaml, YamlError, format_path, load_yaml
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> float:
+    """`"1m30s"` → 90.0. Bare numbers are refused: a unit-less interval is a typo waiting."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError(f"a duration needs a unit, like '{value}s'")
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a duration such as 500ms, 5s, 2m, 1h")
+    text = value.strip()
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or pos == 0:
+        raise ValueError(f"invalid duration {value!r}: expected e.g. 500ms, 5s, 2m, 1h, 1m30s")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    if seconds and seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    parts, rest = [], int(seconds)
+    for unit in ("d", "h", "m", "s"):
+        size = _UNIT_SECONDS[unit]
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts) or "0s"
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[Duration, Field(gt=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_listen(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9108, got {value!r}")
+    return value
+
+
+def _check_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+Url = Annotated[str, BeforeValidator(lambda v: _check_url(v) if isinstance(v, str) else v)]
+SourceName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+
+
+class OmeSourceConfig(Strict):
+    name: SourceName
+    url: Url
+    access_token: SecretStr
+    interval: PositiveDuration = 5.0
+    timeout: PositiveDuration = 3.0
+    include: list[str] = Field(default_factory=lambda: ["*/*"])
+    exclude: list[str] = Field(default_factory=list)
+    expected_streams: list[str] = Field(default_factory=list)
+    concurrency: int = Field(16, ge=1, le=256)
+    stream_info: bool = True
+    pushes: bool = True
+    records: bool = True
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _vhost_app_globs(cls, globs: list[str]) -> list[str]:
+        for glob in globs:
+            if glob.count("/") != 1:
+                raise ValueError(f"{glob!r}: expected a VHOST/APP glob such as '*/*'")
+        return globs
+
+    @field_validator("expected_streams")
+    @classmethod
+    def _stream_paths(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            parts = path.split("/")
+            if len(parts) != 3 or not all(parts):
+                raise ValueError(f"{path!r}: expected VHOST/APP/STREAM")
+        return paths
+
+
+class SmartstreamSourceConfig(Strict):
+    name: SourceName
+    url: Url = "https://ovp-s-api.smartstream.ne.jp"
+    merchant_id: Annotated[str, Field(min_length=1)]
+    api_key: SecretStr
+    token: SecretStr | None = None
+    mail_address: str | None = None
+    password: SecretStr | None = None
+    interval: PositiveDuration = 30.0
+    timeout: PositiveDuration = 10.0
+    rate_limit: int = Field(50, ge=1, description="requests per minute, polls and actions together")
+    page_size: int = Field(100, ge=1, le=1000)
+    jobs: bool = True
+
+    @model_validator(mode="after")
+    def _credentials(self) -> SmartstreamSourceConfig:
+        if self.token is None and not (self.mail_address and self.password):
+            raise ValueError("give either token, or mail_address and password")
+        return self
+
+
+class NaverSourceConfig(Strict):
+    name: SourceName
+    url: Url = "https://livestation.apigw.ntruss.com"
+    access_key: SecretStr
+    secret_key: SecretStr
+    region: str = "KR"
+    interval: PositiveDuration = 30.0
+    timeout: PositiveDuration = 10.0
+    page_size: int = Field(100, ge=1, le=100)
+    callback_token: SecretStr | None = None
+    events: bool = True
+
+
+class SourcesConfig(Strict):
+    ome: list[OmeSourceConfig] = Field(default_factory=list)
+    smartstream: list[SmartstreamSourceConfig] = Field(default_factory=list)
+    naver: list[NaverSourceConfig] = Field(default_factory=list)
+
+    @field_validator("ome", "smartstream", "naver", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> SourcesConfig:
+        for kind in ("ome", "smartstream", "naver"):
+            names = [source.name for source in getattr(self, kind)]
+            duplicates = sorted({name for name in names if names.count(name) > 1})
+            if duplicates:
+                raise ValueError(f"sources.{kind}: duplicate name(s) {', '.join(duplicates)}")
+        return self
+
+
+class ApiConfig(Strict):
+    token: SecretStr | None = Field(
+        None, description="bearer token for state-changing HTTP API calls; unset = they are refused"
+    )
+
+
+class LogConfig(Strict):
+    format: Literal["logfmt", "json"] = "logfmt"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class AlertingConfig(Strict):
+    source_down_after: Duration = 60.0
+    resolved_retention: Duration = 900.0
+
+
+class ActionsConfig(Strict):
+    dry_run: bool = False
+    cooldown: Duration = 300.0
+
+
+class NotifyConfig(Strict):
+    # Shapes arrive with the notification issue; accepted now so a config can carry them.
+    webhooks: list[dict[str, Any]] = Field(default_factory=list)
+    mqtt: dict[str, Any] | None = None
+    alertmanagers: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Config(Strict):
+    listen: Annotated[str, BeforeValidator(_check_listen)] = "127.0.0.1:9108"
+    state_dir: Path = Path("/var/lib/streamwatch")
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    rule_files: list[str] = Field(default_factory=list)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    actions: ActionsConfig = Field(default_factory=ActionsConfig)
+    silences: list[dict[str, Any]] = Field(default_factory=list)
+    alerting: AlertingConfig = Field(default_factory=AlertingConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class ConfigError(Exception):
+    """Everything wrong with a config file, one `file:line: key.path: what` line each."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown key (check the spelling against the configuration reference)"
+    if kind == "missing":
+        return "required key is missing"
+    message = str(error.get("msg", "invalid value"))
+    return message.removeprefix("Value error, ")
+
+
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def validation_problems(exc: ValidationError, loaded: LoadedYaml) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        # pydantic adds validator and union branch tags (`function-after[...]`) to `loc`;
+        # only field names and list indexes belong to the key path an operator reads.
+        path = tuple(
+            part for part in error["loc"] if isinstance(part, int) or _FIELD_NAME.match(part)
+        )
+        problems.append(f"{loaded.where(path)}: {format_path(path)}: {_describe(error)}")
+    return problems
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read, interpolate and validate. Raises ConfigError listing every problem found."""
+    try:
+        loaded = load_yaml(path, env=env)
+    except YamlError as exc:
+        raise ConfigError(exc.problems) from exc
+    data = loaded.data if loaded.data is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{loaded.file}:1: the top level must be a mapping of keys"])
+    problems = list(loaded.problems)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems += validation_problems(exc, loaded)
+    if problems:
+        raise ConfigError(problems)
+    # Relative paths in the file are relative to the file, not to wherever the daemon started.
+    base = Path(path).resolve().parent
+    state_dir = config.state_dir if config.state_dir.is_absolute() else base / config.state_dir
+    rule_files = [str(p if Path(p).is_absolute() else base / p) for p in config.rule_files]
+    return config.model_copy(update={"state_dir": state_dir, "rule_files": rule_files})

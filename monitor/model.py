@@ -1,0 +1,120 @@
+"""The one data model every stage reads: entities and the snapshots that carry them.
+
+An entity is one observed thing (a stream, a live event, a channel, an event). Its identity is
+its kind plus its labels; everything else it knows is in `fields`. Exporter and rule engine both
+read entities and nothing else, so neither needs to know which vendor an entity came from beyond
+its `kind`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Union
+
+# A field holds a number, a string, a flag, nothing, or a small open map of numbers
+# (OME's per-protocol `connections`, whose keys change between OME versions).
+FieldValue = Union[int, float, str, bool, None, Mapping[str, float]]  # noqa: UP007
+
+
+def _frozen(mapping: Mapping) -> Mapping:
+    return MappingProxyType(dict(mapping))
+
+
+def fingerprint(labels: Mapping[str, str]) -> str:
+    """A digest of a label set that is the same in every process (unlike `hash()`)."""
+    digest = hashlib.sha256()
+    for key in sorted(labels):
+        digest.update(key.encode())
+        digest.update(b"\xff")
+        digest.update(str(labels[key]).encode())
+        digest.update(b"\xff")
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    """One observed thing. `labels` identify it; `fields` describe it.
+
+    Every entity has a `present` field: True when the upstream reported it, False when it is
+    expected by the config but was not seen.
+    """
+
+    kind: str
+    labels: Mapping[str, str]
+    fields: Mapping[str, FieldValue] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        fields = dict(self.fields)
+        fields.setdefault("present", True)
+        object.__setattr__(self, "labels", _frozen({k: str(v) for k, v in self.labels.items()}))
+        object.__setattr__(self, "fields", _frozen(fields))
+
+    @property
+    def key(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        """Identity usable as a dict key: kind plus sorted labels."""
+        return (self.kind, tuple(sorted(self.labels.items())))
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint({"__kind__": self.kind, **self.labels})
+
+    @property
+    def present(self) -> bool:
+        return bool(self.fields.get("present", True))
+
+    def get(self, name: str, default: FieldValue = None) -> FieldValue:
+        return self.fields.get(name, default)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    """Which configured source a snapshot came from: its kind (`ome`, `smartstream`, `naver`)
+    and the name the operator gave it."""
+
+    kind: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class PollFailure:
+    """Why a poll failed: a short machine reason (a label value) and a human message that
+    carries no secret."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """All entities of one source at one instant, or the failure that prevented it."""
+
+    source: SourceRef
+    taken_at: float
+    entities: tuple[Entity, ...] = ()
+    failure: PollFailure | None = None
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    @classmethod
+    def of(
+        cls, source: SourceRef, taken_at: float, entities: Iterable[Entity], duration: float = 0.0
+    ) -> Snapshot:
+        return cls(source=source, taken_at=taken_at, entities=tuple(entities), duration=duration)
+
+    @classmethod
+    def failed(
+        cls, source: SourceRef, taken_at: float, failure: PollFailure, duration: float = 0.0
+    ) -> Snapshot:
+        return cls(source=source, taken_at=taken_at, failure=failure, duration=duration)
+
+    def by_kind(self, kind: str) -> list[Entity]:
+        return [e for e in self.entities if e.kind == kind]
