@@ -156,7 +156,9 @@ class Store:
 
     # -- alerts -------------------------------------------------------------------------------
 
-    def save_alerts(self, alerts: Iterable[StoredAlert], removed: Iterable[tuple[str, str]]) -> None:
+    def save_alerts(
+        self, alerts: Iterable[StoredAlert], removed: Iterable[tuple[str, str]]
+    ) -> None:
         with self._transaction():
             self._db.executemany(
                 "INSERT OR REPLACE INTO alert (rule, fingerprint, state, labels, annotations, "

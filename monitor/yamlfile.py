@@ -127,7 +127,9 @@ def _build(
         for key_node, value_node in node.value:
             key = _constructor.construct_object(key_node)
             if not isinstance(key, str | int | float | bool):
-                problems.append(f"{file_line(loaded, key_node)}: mapping keys must be plain scalars")
+                problems.append(
+                    f"{file_line(loaded, key_node)}: mapping keys must be plain scalars"
+                )
                 continue
             key = str(key)
             if key in result:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -129,11 +130,9 @@ class SourceMetrics:
     def forget(self, ref: SourceRef) -> None:
         """Drop the series of a source that a reload removed."""
         for metric in (self.poll_duration, self.requests_throttled):
-            try:
+            with contextlib.suppress(KeyError):
                 metric.remove(ref.kind, ref.name)
-            except KeyError:
-                pass
-        for labels in list(self.poll_errors._metrics):  # noqa: SLF001 - no public listing
+        for labels in list(self.poll_errors._metrics):
             if labels[:2] == (ref.kind, ref.name):
                 self.poll_errors.remove(*labels)
 
@@ -145,6 +144,8 @@ class SourceContext:
     metrics: SourceMetrics
     clock: Clock = time.time
     store: Any = None  # monitor.store.Store; typed loosely to keep sources importable alone
+    # Asks the daemon to poll a source now (e.g. after a callback brought news).
+    request_refresh: Callable[[SourceRef], None] | None = None
 
 
 class Source(abc.ABC):

@@ -1,0 +1,232 @@
+"""The `streamwatch` command: run | check | once | alerts | simulate | demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from prometheus_client import generate_latest
+
+from monitor import __version__
+from monitor.config import Config, ConfigError, load_config
+from monitor.logs import setup_logging
+
+log = logging.getLogger("streamwatch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamwatch",
+        description="Keeps live-video streams healthy: polls OME, SmartSTREAM and NAVER Live "
+        "Station, exports Prometheus metrics, evaluates alert rules and repairs.",
+    )
+    parser.add_argument("--version", action="version", version=f"streamwatch {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("-c", "--config", required=True, type=Path, help="configuration file")
+    run.add_argument("--listen", help="override the config's listen address (HOST:PORT)")
+
+    check = commands.add_parser("check", help="validate the configuration and rule files")
+    check.add_argument("-c", "--config", required=True, type=Path)
+
+    once = commands.add_parser("once", help="poll every source once and print what was seen")
+    once.add_argument("-c", "--config", required=True, type=Path)
+    once.add_argument("--metrics", action="store_true", help="print the /metrics text instead")
+
+    alerts = commands.add_parser("alerts", help="print the current alerts of a running daemon")
+    alerts.add_argument("-c", "--config", required=True, type=Path)
+    alerts.add_argument("--url", help="daemon base URL (default: from the config's listen)")
+
+    simulate = commands.add_parser("simulate", help="run only the simulators and print their URLs")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--ome-port", type=int, default=0)
+    simulate.add_argument("--smartstream-port", type=int, default=0)
+    simulate.add_argument("--naver-port", type=int, default=0)
+
+    demo = commands.add_parser("demo", help="run the daemon against the built-in simulators")
+    demo.add_argument("--listen", default="127.0.0.1:9108")
+    demo.add_argument("--state-dir", type=Path, help="default: a temporary directory")
+    demo.add_argument("--duration", type=float, help="stop after this many seconds")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "check":
+            return cmd_check(args.config)
+        if args.command == "run":
+            config = load_config(args.config)
+            setup_logging(config.log.format, config.log.level)
+            return asyncio.run(cmd_run(args.config, config, args.listen))
+        if args.command == "once":
+            setup_logging("logfmt", "warning")
+            return asyncio.run(cmd_once(load_config(args.config), args.config, args.metrics))
+        if args.command == "alerts":
+            return cmd_alerts(load_config(args.config), args.url)
+        if args.command == "simulate":
+            setup_logging("logfmt", "info")
+            from monitor.demo import run_simulators
+
+            return asyncio.run(
+                run_simulators(args.host, args.ome_port, args.smartstream_port, args.naver_port)
+            )
+        if args.command == "demo":
+            setup_logging("logfmt", "info")
+            from monitor.demo import run_demo
+
+            return asyncio.run(run_demo(args.listen, args.state_dir, args.duration))
+    except ConfigError as exc:
+        print(
+            f"streamwatch: configuration rejected ({len(exc.problems)} problem(s)):",
+            file=sys.stderr,
+        )
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+def cmd_check(path: Path) -> int:
+    problems: list[str] = []
+    config: Config | None = None
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        problems += exc.problems
+    if config is not None:
+        problems += check_rules(config)
+    if problems:
+        print(f"{path}: {len(problems)} problem(s):", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    sources = config.sources  # type: ignore[union-attr]
+    print(
+        f"{path}: OK ({len(sources.ome)} OME, {len(sources.smartstream)} SmartSTREAM, "
+        f"{len(sources.naver)} NAVER source(s))"
+    )
+    return 0
+
+
+def check_rules(config: Config) -> list[str]:
+    """Rule files are validated with the config; filled in by the alerting package."""
+    try:
+        from monitor.alerting.loader import RuleError, load_rule_files
+    except ImportError:
+        return []
+    try:
+        load_rule_files(config.rule_files)
+    except RuleError as exc:
+        return list(exc.problems)
+    return []
+
+
+async def cmd_run(path: Path, config: Config, listen: str | None) -> int:
+    from monitor.daemon import Daemon
+
+    daemon = Daemon(path, config=config, listen=listen)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def reload() -> None:
+        task = loop.create_task(daemon.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    await daemon.start()
+    await stop.wait()
+    log.info("stopping (signal received)")
+    await daemon.stop()
+    return 0
+
+
+async def cmd_once(config: Config, path: Path, as_metrics: bool) -> int:
+    from monitor.daemon import Daemon
+
+    daemon = Daemon(path, config=config)
+    await daemon.start(serve=False, schedule=False)
+    try:
+        snapshots = await daemon.poll_all()
+    finally:
+        await daemon.stop()
+    if as_metrics:
+        sys.stdout.write(generate_latest(daemon.registry).decode())
+    else:
+        print_entities(snapshots)
+    return 0 if all(s.ok for s in snapshots) else 1
+
+
+def print_entities(snapshots: Sequence) -> None:
+    rows = [("SOURCE", "KIND", "IDENTITY", "FIELDS")]
+    for snapshot in snapshots:
+        if snapshot.failure is not None:
+            rows.append(
+                (
+                    str(snapshot.source),
+                    "-",
+                    "POLL FAILED",
+                    f"{snapshot.failure.reason}: {snapshot.failure.message}",
+                )
+            )
+            continue
+        for entity in snapshot.entities:
+            identity = "/".join(v for k, v in entity.labels.items() if k != "server")
+            fields = " ".join(
+                f"{k}={_short(v)}"
+                for k, v in entity.fields.items()
+                if v is not None and k != "present"
+            )
+            if not entity.present:
+                fields = "present=false"
+            rows.append((str(snapshot.source), entity.kind, identity, fields[:160]))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
+
+
+def _short(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return ",".join(f"{k}:{_short(v)}" for k, v in value.items() if v)  # type: ignore[union-attr]
+    return str(value)
+
+
+def cmd_alerts(config: Config, url: str | None) -> int:
+    base = url or f"http://{config.listen}"
+    try:
+        with urllib.request.urlopen(f"{base}/api/v1/alerts", timeout=5) as response:
+            body = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"streamwatch: cannot read alerts from {base}: {exc}", file=sys.stderr)
+        return 1
+    alerts = body.get("data", [])
+    if not alerts:
+        print("no active alerts")
+        return 0
+    print(f"{'STATE':10} {'SINCE':20} {'ALERT':32} LABELS")
+    for alert in alerts:
+        labels = alert.get("labels", {})
+        name = labels.get("alertname", "?")
+        shown = ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "alertname")
+        state = alert.get("state", "?") + (" (silenced)" if alert.get("silenced") else "")
+        print(
+            f"{state:10} {alert.get('startsAt') or alert.get('activeAt')!s:20} {name:32} {shown}"
+        )
+    return 0

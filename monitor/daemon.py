@@ -1,0 +1,303 @@
+"""Wiring and lifecycle: build the components from the config, run them, reload, drain.
+
+Like Alertmanager's `app/`, this module never touches signals: the command turns SIGTERM into
+`stop()` and SIGHUP into `reload()`, so a whole daemon can be started inside a test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from prometheus_client import CollectorRegistry, Gauge
+from pydantic import BaseModel
+
+from monitor import __version__, systemd
+from monitor.config import Config, ConfigError, load_config
+from monitor.export import SnapshotCollector
+from monitor.model import Snapshot, SourceRef
+from monitor.poller import SourcePoller
+from monitor.sources import build_source, source_configs
+from monitor.sources.base import Clock, SourceContext, SourceMetrics
+from monitor.store import Store
+from monitor.web import CallbackReceiver, build_app
+
+log = logging.getLogger(__name__)
+
+SourceKey = tuple[str, str]
+
+
+class Daemon:
+    def __init__(
+        self,
+        config_path: str | Path,
+        *,
+        config: Config | None = None,
+        clock: Clock = time.time,
+        listen: str | None = None,
+        drain_seconds: float = 10.0,
+    ):
+        self.config_path = Path(config_path)
+        self.config = config if config is not None else load_config(self.config_path)
+        self.clock = clock
+        self.drain_seconds = drain_seconds
+        self._listen_override = listen
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.source_metrics = SourceMetrics(self.registry)
+        self._reload_ok = Gauge(
+            "streamwatch_config_last_reload_successful",
+            "1 when the last configuration (re)load succeeded, 0 when it was rejected.",
+            registry=self.registry,
+        )
+        self._reload_time = Gauge(
+            "streamwatch_config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully, Unix time.",
+            registry=self.registry,
+        )
+        Gauge(
+            "streamwatch_build_info",
+            "streamwatch version; the value is always 1.",
+            ["version"],
+            registry=self.registry,
+        ).labels(__version__).set(1)
+        self.registry.register(SnapshotCollector(self.pollers))
+        self.snapshot_listeners: list[Callable[[Snapshot], None]] = []
+        self._pollers: dict[SourceKey, SourcePoller] = {}
+        self._source_configs: dict[SourceKey, BaseModel] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._scheduler: AsyncIOScheduler | None = None
+        self._runner: web.AppRunner | None = None
+        self._store: Store | None = None
+        self._stopped = asyncio.Event()
+        self._watchdog_task: asyncio.Task[None] | None = None
+        self.url: str | None = None
+
+    # -- what the HTTP layer may see ----------------------------------------------------------
+
+    def pollers(self) -> Sequence[SourcePoller]:
+        return list(self._pollers.values())
+
+    def callback_receivers(self, kind: str) -> Sequence[CallbackReceiver]:
+        return [p.source for p in self._pollers.values() if p.ref.kind == kind]  # type: ignore[misc]
+
+    def api_token(self) -> str | None:
+        token = self.config.api.token
+        return token.get_secret_value() if token else None
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "daemon not started"
+        return self._store
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, *, serve: bool = True, schedule: bool = True) -> None:
+        """Open the store and the sources; with `schedule`, poll on the intervals; with
+        `serve`, listen for HTTP. `streamwatch once` uses neither."""
+        self._store = Store.in_dir(self.config.state_dir)
+        if schedule:
+            self._scheduler = AsyncIOScheduler(timezone=UTC)
+            self._scheduler.start()
+        await self._apply_sources(self.config)
+        self._mark_loaded(True)
+        if not serve:
+            return
+        app = build_app(self, self.registry)
+        # No access log: a callback URL carries its token in the path.
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        listen = self._listen_override or self.config.listen
+        host, _, port = listen.rpartition(":")
+        site = web.TCPSite(self._runner, host.strip("[]"), int(port))
+        await site.start()
+        bound = self._runner.addresses[0]
+        self.url = (
+            f"http://{bound[0]}:{bound[1]}"
+            if ":" not in bound[0]
+            else f"http://[{bound[0]}]:{bound[1]}"
+        )
+        log.info(
+            "streamwatch started version=%s listen=%s sources=%d",
+            __version__,
+            self.url,
+            len(self._pollers),
+        )
+        interval = systemd.watchdog_interval()
+        if interval:
+            self._watchdog_task = asyncio.get_running_loop().create_task(self._watchdog(interval))
+        systemd.ready()
+
+    async def stop(self) -> None:
+        """Stop polling, let running polls finish for `drain_seconds`, then cancel the rest
+        and close every session, the server and the store."""
+        systemd.stopping()
+        if self._watchdog_task is not None:
+            self._watchdog_task.cancel()
+            self._watchdog_task = None
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        running = [t for t in self._tasks if not t.done()]
+        if running:
+            _, pending = await asyncio.wait(running, timeout=self.drain_seconds)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for poller in self._pollers.values():
+            await poller.source.close()
+        self._pollers.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        self._stopped.set()
+        log.info("streamwatch stopped")
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def reload(self) -> bool:
+        """Parse and validate everything first; on any error keep the running config."""
+        systemd.reloading()
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload rejected: %s", problem)
+            self._mark_loaded(False)
+            systemd.ready()
+            return False
+        if new.listen != self.config.listen and not self._listen_override:
+            log.warning("listen changed; it takes effect on restart, not on reload")
+        if new.state_dir != self.config.state_dir:
+            log.warning("state_dir changed; it takes effect on restart, not on reload")
+        await self._apply_sources(new)
+        self.config = new.model_copy(
+            update={"listen": self.config.listen, "state_dir": self.config.state_dir}
+        )
+        self._mark_loaded(True)
+        log.info("configuration reloaded sources=%d", len(self._pollers))
+        systemd.ready()
+        return True
+
+    def _mark_loaded(self, ok: bool) -> None:
+        self._reload_ok.set(1 if ok else 0)
+        if ok:
+            self._reload_time.set(time.time())
+
+    # -- sources ------------------------------------------------------------------------------
+
+    def _context(self) -> SourceContext:
+        return SourceContext(
+            metrics=self.source_metrics,
+            clock=self.clock,
+            store=self._store,
+            request_refresh=self.refresh_now,
+        )
+
+    async def _apply_sources(self, config: Config) -> None:
+        """Keep sources whose config is unchanged (their state and sessions survive), start
+        new and changed ones, close removed ones."""
+        wanted = source_configs(config.sources)
+        for key in [k for k in self._pollers if wanted.get(k) != self._source_configs.get(k)]:
+            await self._remove_source(key, forget=key not in wanted)
+        for key, source_config in wanted.items():
+            if key in self._pollers:
+                continue
+            source = build_source(key[0], source_config, self._context())
+            await source.open()
+            poller = SourcePoller(
+                source,
+                self.source_metrics,
+                clock=self.clock,
+                listeners=(self._publish,),
+            )
+            self._pollers[key] = poller
+            self._source_configs[key] = source_config
+            if self._scheduler is not None:
+                self._schedule(key, poller)
+
+    async def _remove_source(self, key: SourceKey, *, forget: bool) -> None:
+        poller = self._pollers.pop(key)
+        self._source_configs.pop(key, None)
+        if self._scheduler is not None:
+            with contextlib.suppress(Exception):
+                self._scheduler.remove_job(self._job_id(key))
+        await poller.source.close()
+        if forget:
+            self.source_metrics.forget(poller.ref)
+
+    @staticmethod
+    def _job_id(key: SourceKey) -> str:
+        return f"poll:{key[0]}/{key[1]}"
+
+    def _schedule(self, key: SourceKey, poller: SourcePoller) -> None:
+        assert self._scheduler is not None
+        # A random sub-second offset keeps many sources from polling in lockstep.
+        first = datetime.now(UTC) + timedelta(
+            seconds=random.uniform(0, min(1.0, poller.source.interval))
+        )
+        self._scheduler.add_job(
+            self._poll_job,
+            "interval",
+            seconds=poller.source.interval,
+            args=[key],
+            id=self._job_id(key),
+            next_run_time=first,
+            max_instances=1,  # polls of one source never overlap
+            coalesce=True,
+            misfire_grace_time=max(1, int(poller.source.interval)),
+        )
+
+    async def _poll_job(self, key: SourceKey) -> None:
+        poller = self._pollers.get(key)
+        if poller is None:
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await poller.refresh()
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+
+    def refresh_now(self, ref: SourceRef) -> None:
+        """Poll a source at once (a callback said something changed)."""
+        key = (ref.kind, ref.name)
+        if key in self._pollers and not self._stopped.is_set():
+            self._spawn(self._poll_job(key))
+
+    async def poll_all(self) -> list[Snapshot]:
+        """One poll of every source, now (for `streamwatch once` and tests)."""
+        results = await asyncio.gather(*(p.refresh() for p in self._pollers.values()))
+        return [s for s in results if s is not None]
+
+    def _publish(self, snapshot: Snapshot) -> None:
+        for listener in self.snapshot_listeners:
+            try:
+                listener(snapshot)
+            except Exception:
+                log.exception("snapshot listener failed source=%s", snapshot.source)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            systemd.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)

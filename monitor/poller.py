@@ -1,0 +1,111 @@
+"""The coordinator around one source: polls it, keeps the last good snapshot, tracks health.
+
+Shaped like Home Assistant's DataUpdateCoordinator: a failure never erases the last good data,
+health flips are logged once (down, then recovered), not on every poll, and a Retry-After from
+the upstream postpones the next poll once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from monitor.model import PollFailure, Snapshot, SourceRef
+from monitor.sources.base import BAD_RESPONSE, Clock, Source, SourceError, SourceMetrics
+
+log = logging.getLogger(__name__)
+
+SnapshotListener = Callable[[Snapshot], None]
+
+
+class SourcePoller:
+    def __init__(
+        self,
+        source: Source,
+        metrics: SourceMetrics,
+        *,
+        clock: Clock = time.time,
+        listeners: tuple[SnapshotListener, ...] = (),
+    ):
+        self.source = source
+        self.metrics = metrics
+        self.clock = clock
+        self.listeners = list(listeners)
+        self.latest: Snapshot | None = None
+        self.last_good: Snapshot | None = None
+        self.up: bool | None = None  # None until the first poll has finished
+        self.down_since: float | None = None
+        self.not_before: float = 0.0
+        self._lock = asyncio.Lock()
+
+    @property
+    def ref(self) -> SourceRef:
+        return self.source.ref
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    async def refresh(self) -> Snapshot | None:
+        """Poll once. Returns None when a poll of this source is still running (polls of one
+        source never overlap) or a Retry-After has not passed yet."""
+        if self._lock.locked():
+            log.warning("poll skipped source=%s reason=previous_poll_still_running", self.ref)
+            return None
+        if self.clock() < self.not_before:
+            return None
+        async with self._lock:
+            snapshot = await self._poll_once()
+        self._record(snapshot)
+        for listener in self.listeners:
+            listener(snapshot)
+        return snapshot
+
+    async def _poll_once(self) -> Snapshot:
+        taken_at = self.clock()
+        started = time.perf_counter()
+        try:
+            entities = await self.source.poll()
+        except SourceError as exc:
+            failure, retry_after = PollFailure(exc.label, exc.message), exc.retry_after
+        except Exception as exc:  # a source bug must not kill the daemon
+            log.exception("poll crashed source=%s", self.ref)
+            failure, retry_after = PollFailure(BAD_RESPONSE, type(exc).__name__), None
+        else:
+            duration = time.perf_counter() - started
+            return Snapshot.of(self.ref, taken_at, entities, duration)
+        duration = time.perf_counter() - started
+        if retry_after:
+            self.not_before = self.clock() + retry_after
+        return Snapshot.failed(self.ref, taken_at, failure, duration)
+
+    def _record(self, snapshot: Snapshot) -> None:
+        ref = self.ref
+        self.metrics.poll_duration.labels(ref.kind, ref.name).observe(snapshot.duration)
+        self.latest = snapshot
+        if snapshot.failure is not None:
+            self.metrics.poll_errors.labels(ref.kind, ref.name, snapshot.failure.reason).inc()
+            if self.up is not False:
+                log.warning(
+                    "source down source=%s reason=%s error=%r",
+                    ref,
+                    snapshot.failure.reason,
+                    snapshot.failure.message,
+                )
+                self.down_since = snapshot.taken_at
+            self.up = False
+            return
+        if self.up is False:
+            log.info("source recovered source=%s", ref)
+        elif self.up is None:
+            log.info(
+                "source up source=%s entities=%d duration=%.3fs",
+                ref,
+                len(snapshot.entities),
+                snapshot.duration,
+            )
+        self.up = True
+        self.down_since = None
+        self.last_good = snapshot

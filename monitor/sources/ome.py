@@ -1,0 +1,481 @@
+"""OvenMediaEngine REST API v1: the client (polls and actions) and the mapping to entities.
+
+Everything OME-specific lives here: URLs, Basic auth built from the AccessToken, the response
+envelope, error bodies, field names and their version quirks (see reference/ovenmediaengine.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import fnmatch
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+
+from monitor.config import OmeSourceConfig
+from monitor.model import Entity
+from monitor.sources.base import (
+    BAD_RESPONSE,
+    HTTP_4XX,
+    Source,
+    SourceContext,
+    SourceError,
+    classify_exception,
+    decode_json,
+    parse_retry_after,
+    reason_for_status,
+)
+
+log = logging.getLogger(__name__)
+
+KIND_VHOST = "ome.vhost"
+KIND_APP = "ome.app"
+KIND_STREAM = "ome.stream"
+KIND_TRACK = "ome.track"
+KIND_PUSH = "ome.push"
+KIND_RECORD = "ome.record"
+
+# Push and record task states: the documented ones plus those a real OME 0.20 reports.
+TASK_STATES = ("ready", "started", "pushing", "recording", "stopping", "stopped", "error")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class NotFound(SourceError):
+    """OME answered 404: the vhost, app or stream is gone (normal between list and stats)."""
+
+    def __init__(self, message: str):
+        super().__init__(HTTP_4XX, message, status=404)
+
+
+def _timestamp(value: Any) -> float | None:
+    """OME writes server-local ISO 8601 with offset and ms; we keep epoch seconds."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+
+
+def _number(value: Any) -> float | None:
+    """Numbers that OME sends as strings up to 0.18 (track bitrates) or as JSON numbers."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _first_number(obj: Mapping[str, Any], *keys: str) -> float | None:
+    for key in keys:
+        number = _number(obj.get(key))
+        if number is not None:
+            return number
+    return None
+
+
+def stats_fields(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """The statistics object, which is the same at server, vhost, app and stream scope."""
+    connections = stats.get("connections")
+    if not isinstance(connections, Mapping):
+        connections = {}
+    return {
+        "connections": {str(k): float(v) for k, v in connections.items() if _number(v) is not None},
+        "total_connections": _number(stats.get("totalConnections")),
+        "max_total_connections": _number(stats.get("maxTotalConnections")),
+        "bytes_in": _number(stats.get("totalBytesIn")),
+        "bytes_out": _number(stats.get("totalBytesOut")),
+        # avgThroughput* is bits/s over the last ~1 s window despite its name.
+        "throughput_in": _number(stats.get("avgThroughputIn")),
+        "throughput_out": _number(stats.get("avgThroughputOut")),
+        "max_throughput_in": _number(stats.get("maxThroughputIn")),
+        "max_throughput_out": _number(stats.get("maxThroughputOut")),
+        "created_at": _timestamp(stats.get("createdTime")),
+        "last_updated": _timestamp(stats.get("lastUpdatedTime")),
+        "last_recv": _timestamp(stats.get("lastRecvTime")),
+        "last_sent": _timestamp(stats.get("lastSentTime")),
+    }
+
+
+def track_fields(track: Mapping[str, Any]) -> dict[str, Any] | None:
+    """One input track. Tracks without a `video`/`audio` object (RTMP's Data track) carry no
+    codec fields and are skipped. Measured values are preferred over configured ones."""
+    track_type = str(track.get("type", "")).lower()
+    detail = track.get(track_type)
+    if track_type not in ("video", "audio") or not isinstance(detail, Mapping):
+        return None
+    fields: dict[str, Any] = {
+        "type": track_type,
+        "codec": str(detail.get("codec") or "unknown"),
+        "bitrate": _first_number(detail, "bitrateLatest", "bitrateAvg", "bitrate", "bitrateConf"),
+        "bitrate_conf": _first_number(detail, "bitrateConf", "bitrate"),
+    }
+    if track_type == "video":
+        fields |= {
+            "framerate": _first_number(detail, "framerateLatest", "framerateAvg", "framerate"),
+            # keyFrameInterval is the GOP size in frames, as OME reports it.
+            "keyframe_interval": _first_number(
+                detail, "keyFrameIntervalLatest", "keyFrameIntervalAvg", "keyFrameInterval"
+            ),
+            "width": _number(detail.get("width")),
+            "height": _number(detail.get("height")),
+            "has_bframes": bool(detail.get("hasBframes", False)),
+        }
+    else:
+        fields |= {
+            "samplerate": _number(detail.get("samplerate")),
+            "channels": _number(detail.get("channel")),
+        }
+    return fields
+
+
+def _task_fields(task: Mapping[str, Any]) -> dict[str, Any]:
+    stream = task.get("stream") if isinstance(task.get("stream"), Mapping) else {}
+    # url and streamKey are left out on purpose: a push target's key is a credential.
+    return {
+        "state": str(task.get("state", "unknown")).lower(),
+        "stream": str(stream.get("name", "")),
+        "protocol": task.get("protocol"),
+        "sent_bytes": _number(task.get("sentBytes")),
+        "sent_time": _number(task.get("sentTime")),
+        "total_sent_bytes": _number(task.get("totalsentBytes")),
+        "total_sent_time": _number(task.get("totalsentTime")),
+        "sequence": _number(task.get("sequence")),
+        "created_at": _timestamp(task.get("createdTime")),
+        "start_time": _timestamp(task.get("startTime")),
+        "finish_time": _timestamp(task.get("finishTime")),
+    }
+
+
+async def map_bounded(
+    func: Callable[[T], Awaitable[R]], items: Iterable[T], concurrency: int
+) -> list[R]:
+    """Run `func` over `items` with at most `concurrency` in flight, results in input order.
+
+    A few long-lived workers pulling from one iterator cost far less than one task per item
+    when a poll makes 20,000 requests. The first failure cancels the rest.
+    """
+    indexed = list(enumerate(items))
+    results: list[Any] = [None] * len(indexed)
+    feed = iter(indexed)
+
+    async def worker() -> None:
+        for index, item in feed:
+            results[index] = await func(item)
+
+    workers = min(concurrency, len(indexed))
+    if workers:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(workers):
+                group.create_task(worker())
+    return results
+
+
+def _quote(segment: str) -> str:
+    return quote(segment, safe="")
+
+
+class OmeSource(Source):
+    kind = "ome"
+
+    def __init__(self, config: OmeSourceConfig, context: SourceContext):
+        super().__init__(config.name, config.interval, config.timeout, context)
+        self.config = config
+        token = config.access_token.get_secret_value()
+        self._auth = "Basic " + base64.b64encode(token.encode()).decode()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.config.concurrency, ttl_dns_cache=300),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                headers={"Authorization": self._auth, "Accept": "application/json"},
+                raise_for_status=False,
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def __repr__(self) -> str:
+        return f"OmeSource(name={self.name!r}, url={self.config.url!r})"
+
+    # -- HTTP ---------------------------------------------------------------------------------
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        """One request; returns the envelope's `response` (None for action calls)."""
+        if self._session is None:
+            await self.open()
+        assert self._session is not None
+        what = f"{method} {path}"
+        try:
+            async with self._session.request(method, self.config.url + path, json=body) as resp:
+                raw = await resp.read()
+                status = resp.status
+                retry_after = resp.headers.get("Retry-After")
+        except Exception as exc:
+            raise classify_exception(exc, what) from None
+        if status in (200, 207):
+            envelope = decode_json(raw, what)
+            if not isinstance(envelope, Mapping):
+                raise SourceError(BAD_RESPONSE, f"{what}: response is not a JSON object")
+            return envelope.get("response")
+        message = _error_message(raw) or f"HTTP {status}"
+        if status == 404:
+            raise NotFound(f"{what}: {message}")
+        raise SourceError(
+            reason_for_status(status),
+            f"{what}: {message}",
+            status=status,
+            retry_after=parse_retry_after(retry_after),
+        )
+
+    async def _get_list(self, path: str) -> list[Any]:
+        response = await self._call("GET", path)
+        if not isinstance(response, list):
+            raise SourceError(BAD_RESPONSE, f"GET {path}: expected a list")
+        return response
+
+    async def _get_object(self, path: str) -> Mapping[str, Any]:
+        response = await self._call("GET", path)
+        if not isinstance(response, Mapping):
+            raise SourceError(BAD_RESPONSE, f"GET {path}: expected an object")
+        return response
+
+    # -- poll ---------------------------------------------------------------------------------
+
+    def _app_wanted(self, vhost: str, app: str) -> bool:
+        path = f"{vhost}/{app}"
+        return any(fnmatch.fnmatchcase(path, g) for g in self.config.include) and not any(
+            fnmatch.fnmatchcase(path, g) for g in self.config.exclude
+        )
+
+    def _vhost_wanted(self, vhost: str) -> bool:
+        return any(fnmatch.fnmatchcase(vhost, g.split("/")[0]) for g in self.config.include)
+
+    async def poll(self) -> list[Entity]:
+        server = self.name
+        vhosts = [str(v) for v in await self._get_list("/v1/vhosts") if self._vhost_wanted(str(v))]
+        concurrency = self.config.concurrency
+
+        async def vhost_part(vhost: str) -> tuple[list[Entity], list[tuple[str, str]]]:
+            base = f"/v1/vhosts/{_quote(vhost)}"
+            try:
+                stats = await self._get_object(f"/v1/stats/current/vhosts/{_quote(vhost)}")
+                apps = await self._get_list(f"{base}/apps")
+            except NotFound:
+                return [], []  # removed since the vhost list: not an error
+            labels = {"server": server, "vhost": vhost}
+            entity = Entity(KIND_VHOST, labels, stats_fields(stats))
+            return [entity], [(vhost, str(a)) for a in apps if self._app_wanted(vhost, str(a))]
+
+        vhost_results = await map_bounded(vhost_part, vhosts, concurrency)
+        entities = [e for found, _ in vhost_results for e in found]
+        apps = [app for _, found in vhost_results for app in found]
+
+        app_results = await map_bounded(self._poll_app, apps, concurrency)
+        streams: list[tuple[str, str, str]] = []
+        for found, names in app_results:
+            entities.extend(found)
+            streams.extend(names)
+
+        stream_results = await map_bounded(self._poll_stream, streams, concurrency)
+        seen: set[tuple[str, str, str]] = set()
+        for key, found in zip(streams, stream_results, strict=True):
+            if found:
+                seen.add(key)
+                entities.extend(found)
+        for expected in self.config.expected_streams:
+            vhost, app, stream = expected.split("/")
+            if (vhost, app, stream) not in seen:
+                labels = {"server": server, "vhost": vhost, "app": app, "stream": stream}
+                entities.append(Entity(KIND_STREAM, labels, {"present": False}))
+        return entities
+
+    async def _poll_app(
+        self, key: tuple[str, str]
+    ) -> tuple[list[Entity], list[tuple[str, str, str]]]:
+        vhost, app = key
+        app_path = f"/v1/vhosts/{_quote(vhost)}/apps/{_quote(app)}"
+        stats_path = f"/v1/stats/current/vhosts/{_quote(vhost)}/apps/{_quote(app)}"
+        labels = {"server": self.name, "vhost": vhost, "app": app}
+        try:
+            stats = await self._get_object(stats_path)
+            names = await self._get_list(f"{app_path}/streams")
+        except NotFound:
+            return [], []
+        entities = [Entity(KIND_APP, labels, stats_fields(stats))]
+        for wanted, action, kind in (
+            (self.config.pushes, "pushes", KIND_PUSH),
+            (self.config.records, "records", KIND_RECORD),
+        ):
+            if not wanted:
+                continue
+            try:
+                tasks = await self._call("POST", f"{app_path}:{action}", {})
+            except NotFound:
+                continue  # the Push / File publisher is not enabled on this app
+            for task in tasks if isinstance(tasks, list) else []:
+                if isinstance(task, Mapping) and "id" in task:
+                    task_labels = {**labels, "id": str(task["id"])}
+                    entities.append(Entity(kind, task_labels, _task_fields(task)))
+        return entities, [(vhost, app, str(name)) for name in names]
+
+    async def _poll_stream(self, key: tuple[str, str, str]) -> list[Entity]:
+        vhost, app, stream = key
+        labels = {"server": self.name, "vhost": vhost, "app": app, "stream": stream}
+        tail = f"vhosts/{_quote(vhost)}/apps/{_quote(app)}/streams/{_quote(stream)}"
+        try:
+            # Sequential on purpose: the workers of map_bounded already give the concurrency,
+            # and a failed pair then leaves no orphan request behind.
+            stats = await self._get_object(f"/v1/stats/current/{tail}")
+            info = await self._get_object(f"/v1/{tail}") if self.config.stream_info else {}
+        except NotFound:
+            return []  # ended between the list and now: normal, not an error
+        fields = stats_fields(stats)
+        entities: list[Entity] = []
+        source = info.get("input") if isinstance(info.get("input"), Mapping) else {}
+        fields["source_type"] = str(source.get("sourceType", "Unknown")) if info else None
+        tracks = source.get("tracks") if isinstance(source.get("tracks"), list) else []
+        fields["track_count"] = len(tracks)
+        for track in tracks:
+            if not isinstance(track, Mapping):
+                continue
+            described = track_fields(track)
+            if described is None:
+                continue
+            track_labels = {**labels, "track": str(track.get("id", len(entities)))}
+            entities.append(Entity(KIND_TRACK, track_labels, described))
+            kind = described["type"]
+            # The first track of each type summarises the stream for rules.
+            if f"{kind}_codec" not in fields:
+                for name in (
+                    "codec",
+                    "bitrate",
+                    "framerate",
+                    "keyframe_interval",
+                    "width",
+                    "height",
+                ):
+                    if name in described:
+                        fields[f"{kind}_{name}"] = described[name]
+        return [Entity(KIND_STREAM, labels, fields), *entities]
+
+    # -- actions ------------------------------------------------------------------------------
+
+    def _stream_path(self, vhost: str, app: str, stream: str) -> str:
+        return f"/v1/vhosts/{_quote(vhost)}/apps/{_quote(app)}/streams/{_quote(stream)}"
+
+    async def stream_exists(self, vhost: str, app: str, stream: str) -> bool:
+        try:
+            await self._get_object(self._stream_path(vhost, app, stream))
+        except NotFound:
+            return False
+        return True
+
+    async def delete_stream(self, vhost: str, app: str, stream: str) -> None:
+        """Terminates the ingest connection; the encoder is expected to reconnect."""
+        await self._call("DELETE", self._stream_path(vhost, app, stream))
+
+    async def send_event(
+        self,
+        vhost: str,
+        app: str,
+        stream: str,
+        events: list[Mapping[str, Any]],
+        *,
+        event_format: str = "id3v2",
+        event_type: str = "event",
+        urgent: bool = False,
+    ) -> None:
+        """Injects ID3v2 frames; a 200 only says the input stream took them (an LL-HLS output
+        is what delivers them to players)."""
+        body = {
+            "eventFormat": event_format,
+            "eventType": event_type,
+            "urgent": urgent,
+            "events": list(events),
+        }
+        await self._call("POST", self._stream_path(vhost, app, stream) + ":sendEvent", body)
+
+    async def start_hls_dump(
+        self,
+        vhost: str,
+        app: str,
+        stream: str,
+        *,
+        dump_id: str,
+        output_stream_name: str,
+        output_path: str,
+        info_file: str | None = None,
+        playlist: list[str] | None = None,
+        user_data: str | None = None,
+    ) -> None:
+        body: dict[str, Any] = {
+            "id": dump_id,
+            "outputStreamName": output_stream_name,
+            "outputPath": output_path,
+        }
+        if info_file:
+            body["infoFile"] = info_file
+        if playlist:
+            body["playlist"] = playlist
+        if user_data is not None:
+            body["userData"] = user_data
+        await self._call("POST", self._stream_path(vhost, app, stream) + ":startHlsDump", body)
+
+    async def stop_hls_dump(
+        self, vhost: str, app: str, stream: str, *, output_stream_name: str, dump_id: str | None
+    ) -> None:
+        body: dict[str, Any] = {"outputStreamName": output_stream_name}
+        if dump_id:
+            body["id"] = dump_id
+        await self._call("POST", self._stream_path(vhost, app, stream) + ":stopHlsDump", body)
+
+    async def hls_dumps(
+        self, vhost: str, app: str, stream: str, *, output_stream_name: str
+    ) -> list[Mapping[str, Any]]:
+        body = {"outputStreamName": output_stream_name}
+        response = await self._call(
+            "POST", self._stream_path(vhost, app, stream) + ":hlsDumps", body
+        )
+        return [d for d in response or [] if isinstance(d, Mapping)]
+
+    def _app_path(self, vhost: str, app: str) -> str:
+        return f"/v1/vhosts/{_quote(vhost)}/apps/{_quote(app)}"
+
+    async def start_push(self, vhost: str, app: str, push: Mapping[str, Any]) -> Mapping[str, Any]:
+        response = await self._call("POST", self._app_path(vhost, app) + ":startPush", dict(push))
+        return response if isinstance(response, Mapping) else {}
+
+    async def stop_push(self, vhost: str, app: str, push_id: str) -> None:
+        await self._call("POST", self._app_path(vhost, app) + ":stopPush", {"id": push_id})
+
+    async def pushes(self, vhost: str, app: str) -> list[Mapping[str, Any]]:
+        response = await self._call("POST", self._app_path(vhost, app) + ":pushes", {})
+        return [p for p in response or [] if isinstance(p, Mapping)]
+
+
+def _error_message(raw: bytes) -> str | None:
+    """OME's error body is `{"statusCode": N, "message": "[HTTP] ... (N)"}`."""
+    try:
+        body = decode_json(raw, "")
+    except SourceError:
+        return None
+    if isinstance(body, Mapping) and isinstance(body.get("message"), str):
+        return body["message"][:300]
+    return None
