@@ -121,11 +121,9 @@ def cmd_check(path: Path) -> int:
 
 
 def check_rules(config: Config) -> list[str]:
-    """Rule files are validated with the config; filled in by the alerting package."""
-    try:
-        from monitor.alerting.loader import RuleError, load_rule_files
-    except ImportError:
-        return []
+    """Every problem in the rule files the config names."""
+    from monitor.alerting.rules import RuleError, load_rule_files
+
     try:
         load_rule_files(config.rule_files)
     except RuleError as exc:
@@ -226,7 +224,5 @@ def cmd_alerts(config: Config, url: str | None) -> int:
         name = labels.get("alertname", "?")
         shown = ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "alertname")
         state = alert.get("state", "?") + (" (silenced)" if alert.get("silenced") else "")
-        print(
-            f"{state:10} {alert.get('startsAt') or alert.get('activeAt')!s:20} {name:32} {shown}"
-        )
+        print(f"{state:10} {alert.get('startsAt') or alert.get('activeAt')!s:20} {name:32} {shown}")
     return 0

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -22,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from monitor.alerting.matchers import Matcher
 from monitor.yamlfile import LoadedYaml, YamlError, format_path, load_yaml
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -197,6 +201,58 @@ class NotifyConfig(Strict):
     alertmanagers: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class SilenceConfig(Strict):
+    """A maintenance window: `schedule` (5-field cron) + `duration`, or `starts_at` + `ends_at`."""
+
+    name: Annotated[str, Field(min_length=1)]
+    matchers: Annotated[list[str], Field(min_length=1)]
+    schedule: str | None = None
+    duration: Duration | None = None
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    timezone: str = "UTC"
+    comment: str = ""
+
+    @field_validator("matchers")
+    @classmethod
+    def _matchers(cls, matchers: list[str]) -> list[str]:
+        for text in matchers:
+            Matcher.parse(text)
+        return matchers
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r}") from None
+        return name
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SilenceConfig:
+        if self.schedule is not None:
+            if self.duration is None or self.duration <= 0:
+                raise ValueError("a scheduled window needs a positive duration")
+            if self.starts_at or self.ends_at:
+                raise ValueError("give either schedule + duration, or starts_at + ends_at")
+            try:
+                CronTrigger.from_crontab(self.schedule, timezone=ZoneInfo(self.timezone))
+            except ValueError as exc:
+                raise ValueError(f"schedule {self.schedule!r}: {exc}") from None
+        elif self.starts_at is None or self.ends_at is None:
+            raise ValueError("give either schedule + duration, or starts_at + ends_at")
+        else:
+            for stamp in (self.starts_at, self.ends_at):
+                if stamp.tzinfo is None:
+                    raise ValueError(
+                        "starts_at and ends_at need a time zone, e.g. 2026-12-01T02:00:00Z"
+                    )
+            if self.ends_at <= self.starts_at:
+                raise ValueError("ends_at must be after starts_at")
+        return self
+
+
 class Config(Strict):
     listen: Annotated[str, BeforeValidator(_check_listen)] = "127.0.0.1:9108"
     state_dir: Path = Path("/var/lib/streamwatch")
@@ -204,7 +260,7 @@ class Config(Strict):
     rule_files: list[str] = Field(default_factory=list)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     actions: ActionsConfig = Field(default_factory=ActionsConfig)
-    silences: list[dict[str, Any]] = Field(default_factory=list)
+    silences: list[SilenceConfig] = Field(default_factory=list)
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     log: LogConfig = Field(default_factory=LogConfig)

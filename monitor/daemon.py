@@ -19,10 +19,16 @@ from typing import Any
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from pydantic import BaseModel
 
 from monitor import __version__, systemd
-from monitor.config import Config, ConfigError, load_config
+from monitor.alerting.engine import AlertEngine
+from monitor.alerting.matchers import Matcher
+from monitor.alerting.rules import RuleError, RuleGroup, load_rule_files
+from monitor.alerting.silences import MaintenanceWindow, Silencer
+from monitor.config import Config, ConfigError, SilenceConfig, load_config
 from monitor.export import SnapshotCollector
 from monitor.model import Snapshot, SourceRef
 from monitor.poller import SourcePoller
@@ -48,6 +54,7 @@ class Daemon:
     ):
         self.config_path = Path(config_path)
         self.config = config if config is not None else load_config(self.config_path)
+        self.rule_groups = load_rules(self.config)
         self.clock = clock
         self.drain_seconds = drain_seconds
         self._listen_override = listen
@@ -70,6 +77,9 @@ class Daemon:
             registry=self.registry,
         ).labels(__version__).set(1)
         self.registry.register(SnapshotCollector(self.pollers))
+        self.registry.register(AlertsCollector(self))
+        self.engine: AlertEngine | None = None
+        self.silencer: Silencer | None = None
         self.snapshot_listeners: list[Callable[[Snapshot], None]] = []
         self._pollers: dict[SourceKey, SourcePoller] = {}
         self._source_configs: dict[SourceKey, BaseModel] = {}
@@ -104,6 +114,16 @@ class Daemon:
         """Open the store and the sources; with `schedule`, poll on the intervals; with
         `serve`, listen for HTTP. `streamwatch once` uses neither."""
         self._store = Store.in_dir(self.config.state_dir)
+        self.silencer = Silencer(self._store, windows(self.config.silences))
+        self.engine = AlertEngine(
+            self.rule_groups,
+            store=self._store,
+            silencer=self.silencer,
+            clock=self.clock,
+            resolved_retention=self.config.alerting.resolved_retention,
+            source_down_after=self.config.alerting.source_down_after,
+        )
+        self.snapshot_listeners.insert(0, self.engine.on_snapshot)
         if schedule:
             self._scheduler = AsyncIOScheduler(timezone=UTC)
             self._scheduler.start()
@@ -172,7 +192,8 @@ class Daemon:
         systemd.reloading()
         try:
             new = load_config(self.config_path)
-        except ConfigError as exc:
+            groups = load_rules(new)
+        except (ConfigError, RuleError) as exc:
             for problem in exc.problems:
                 log.error("reload rejected: %s", problem)
             self._mark_loaded(False)
@@ -183,11 +204,21 @@ class Daemon:
         if new.state_dir != self.config.state_dir:
             log.warning("state_dir changed; it takes effect on restart, not on reload")
         await self._apply_sources(new)
+        self.rule_groups = groups
+        if self.engine is not None:
+            self.engine.update_rules(groups, new.alerting.source_down_after)
+            self.engine.resolved_retention = new.alerting.resolved_retention
+        if self.silencer is not None:
+            self.silencer.set_windows(windows(new.silences))
         self.config = new.model_copy(
             update={"listen": self.config.listen, "state_dir": self.config.state_dir}
         )
         self._mark_loaded(True)
-        log.info("configuration reloaded sources=%d", len(self._pollers))
+        log.info(
+            "configuration reloaded sources=%d rules=%d",
+            len(self._pollers),
+            sum(len(g.rules) for g in groups),
+        )
         systemd.ready()
         return True
 
@@ -301,3 +332,56 @@ class Daemon:
         while True:
             systemd.notify("WATCHDOG=1")
             await asyncio.sleep(interval)
+
+
+def load_rules(config: Config) -> list[RuleGroup]:
+    return load_rule_files(config.rule_files)
+
+
+def windows(silences: Sequence[SilenceConfig]) -> list[MaintenanceWindow]:
+    built = []
+    for item in silences:
+        matchers = [Matcher.parse(m) for m in item.matchers]
+        if item.schedule is not None:
+            built.append(
+                MaintenanceWindow.cron(
+                    item.name, matchers, item.schedule, item.duration or 0.0, item.timezone
+                )
+            )
+        else:
+            assert item.starts_at is not None and item.ends_at is not None
+            built.append(
+                MaintenanceWindow(
+                    item.name,
+                    tuple(matchers),
+                    starts_at=item.starts_at.timestamp(),
+                    ends_at=item.ends_at.timestamp(),
+                )
+            )
+    return built
+
+
+class AlertsCollector(Collector):
+    """`streamwatch_alerts{alertname, state}`: pending and firing alerts per rule."""
+
+    def __init__(self, daemon: Daemon):
+        self._daemon = daemon
+
+    def describe(self) -> list[Metric]:
+        return [self._family()]
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "streamwatch_alerts",
+            "Alerts by rule and state (pending, firing), silenced ones included.",
+            labels=["alertname", "state"],
+        )
+
+    def collect(self) -> list[Metric]:
+        family = self._family()
+        engine = self._daemon.engine
+        if engine is not None:
+            for (alertname, state), count in sorted(engine.counts().items()):
+                family.add_metric([alertname, state], count)
+        return [family]

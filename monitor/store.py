@@ -37,6 +37,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE alert (
         rule TEXT NOT NULL,
         fingerprint TEXT NOT NULL,
+        source TEXT NOT NULL,
         state TEXT NOT NULL,
         labels TEXT NOT NULL,
         annotations TEXT NOT NULL,
@@ -65,6 +66,7 @@ MIGRATIONS: tuple[str, ...] = (
 class StoredAlert:
     rule: str
     fingerprint: str
+    source: str
     state: str
     labels: dict[str, str]
     annotations: dict[str, str]
@@ -161,13 +163,14 @@ class Store:
     ) -> None:
         with self._transaction():
             self._db.executemany(
-                "INSERT OR REPLACE INTO alert (rule, fingerprint, state, labels, annotations, "
-                "active_at, fired_at, resolved_at, last_sent_at, keep_firing_since, value) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO alert (rule, fingerprint, source, state, labels, "
+                "annotations, active_at, fired_at, resolved_at, last_sent_at, keep_firing_since, "
+                "value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         a.rule,
                         a.fingerprint,
+                        a.source,
                         a.state,
                         json.dumps(a.labels, sort_keys=True),
                         json.dumps(a.annotations, sort_keys=True),
@@ -187,22 +190,23 @@ class Store:
 
     def load_alerts(self) -> list[StoredAlert]:
         rows = self._db.execute(
-            "SELECT rule, fingerprint, state, labels, annotations, active_at, fired_at, "
+            "SELECT rule, fingerprint, source, state, labels, annotations, active_at, fired_at, "
             "resolved_at, last_sent_at, keep_firing_since, value FROM alert"
         ).fetchall()
         return [
             StoredAlert(
                 rule=row[0],
                 fingerprint=row[1],
-                state=row[2],
-                labels=json.loads(row[3]),
-                annotations=json.loads(row[4]),
-                active_at=row[5],
-                fired_at=row[6],
-                resolved_at=row[7],
-                last_sent_at=row[8],
-                keep_firing_since=row[9],
-                value=row[10],
+                source=row[2],
+                state=row[3],
+                labels=json.loads(row[4]),
+                annotations=json.loads(row[5]),
+                active_at=row[6],
+                fired_at=row[7],
+                resolved_at=row[8],
+                last_sent_at=row[9],
+                keep_firing_since=row[10],
+                value=row[11],
             )
             for row in rows
         ]

@@ -16,7 +16,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from monitor import __version__
+from monitor.alerting.engine import AlertEngine, iso
+from monitor.alerting.matchers import Matcher
+from monitor.alerting.silences import Silencer, parse_time
 from monitor.poller import SourcePoller
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,14 @@ class DaemonView(Protocol):
     def callback_receivers(self, kind: str) -> Sequence[CallbackReceiver]: ...
 
     def api_token(self) -> str | None: ...
+
+    @property
+    def engine(self) -> AlertEngine | None: ...
+
+    @property
+    def silencer(self) -> Silencer | None: ...
+
+    def clock(self) -> float: ...
 
 
 VIEW = web.AppKey("view", DaemonView)
@@ -145,8 +155,112 @@ def build_app(view: DaemonView, registry: CollectorRegistry) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/v1/sources", sources)
     app.router.add_get("/api/v1/status/buildinfo", buildinfo)
+    app.router.add_get("/api/v1/alerts", alerts)
+    app.router.add_get("/api/v1/rules", rules)
+    app.router.add_get("/api/v1/silences", list_silences)
+    app.router.add_post("/api/v1/silences", require_token(create_silence))
+    app.router.add_delete("/api/v1/silences/{id}", require_token(expire_silence))
     app.router.add_post("/callbacks/naver/{token}", naver_callback)
     return app
+
+
+def _engine(request: web.Request) -> AlertEngine:
+    engine = request.app[VIEW].engine
+    if engine is None:
+        raise web.HTTPServiceUnavailable(text="alerting not started\n")
+    return engine
+
+
+async def alerts(request: web.Request) -> web.Response:
+    engine = _engine(request)
+    data = [alert.to_api(muted) for alert, muted in engine.active_alerts()]
+    return json_response({"status": "success", "data": data})
+
+
+async def rules(request: web.Request) -> web.Response:
+    engine = _engine(request)
+    groups = []
+    for group in engine.groups:
+        described = []
+        for rule in group.rules:
+            health = engine.health.get(rule.key)
+            active = [a for a in engine.alerts.get(rule.key, {}).values() if a.state != "inactive"]
+            described.append(
+                {
+                    **rule.describe(),
+                    "type": "alerting",
+                    "health": health.health if health else "unknown",
+                    "lastError": health.last_error if health else None,
+                    "lastEvaluation": iso(health.last_evaluation) if health else None,
+                    "evaluationTime": health.evaluation_seconds if health else 0.0,
+                    "state": "firing"
+                    if any(a.state == "firing" for a in active)
+                    else "pending"
+                    if active
+                    else "inactive",
+                    "alerts": len(active),
+                }
+            )
+        groups.append({"name": group.name, "file": group.file, "rules": described})
+    return json_response({"status": "success", "data": {"groups": groups}})
+
+
+def _silencer(request: web.Request) -> Silencer:
+    silencer = request.app[VIEW].silencer
+    if silencer is None:
+        raise web.HTTPServiceUnavailable(text="alerting not started\n")
+    return silencer
+
+
+async def list_silences(request: web.Request) -> web.Response:
+    now = request.app[VIEW].clock()
+    data = [s.to_api(now) for s in _silencer(request).list(now)]
+    return json_response({"status": "success", "data": data})
+
+
+async def create_silence(request: web.Request) -> web.Response:
+    """Alertmanager v2's silence body: matchers [{name, value, isRegex, isEqual}], startsAt,
+    endsAt, createdBy, comment; with `id` it replaces an unexpired silence."""
+    view = request.app[VIEW]
+    now = view.clock()
+    try:
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise ValueError("body must be a JSON object")
+        matchers = body.get("matchers")
+        if not isinstance(matchers, list) or not matchers:
+            raise ValueError("matchers: a non-empty list is required")
+        parsed = [Matcher.from_api(m if isinstance(m, dict) else {}) for m in matchers]
+        starts_at = parse_time(body["startsAt"]) if "startsAt" in body else now
+        ends_at = parse_time(body.get("endsAt"))
+        created_by = str(body.get("createdBy") or "")
+        comment = str(body.get("comment") or "")
+        if not created_by or not comment:
+            raise ValueError("createdBy and comment are required")
+        silence = _silencer(request).create(
+            parsed, starts_at, ends_at, created_by, comment, now, body.get("id")
+        )
+    except KeyError:
+        return json_response({"status": "error", "error": "no such silence"}, 404)
+    except (ValueError, TypeError) as exc:
+        return json_response({"status": "error", "error": str(exc)}, 400)
+    log.info(
+        "silence saved id=%s by=%s matchers=%s",
+        silence.id,
+        silence.created_by,
+        ",".join(map(str, silence.matchers)),
+    )
+    return json_response({"status": "success", "data": {"silenceID": silence.id}})
+
+
+async def expire_silence(request: web.Request) -> web.Response:
+    view = request.app[VIEW]
+    try:
+        silence = _silencer(request).expire(request.match_info["id"], view.clock())
+    except KeyError:
+        return json_response({"status": "error", "error": "no such silence"}, 404)
+    log.info("silence expired id=%s", silence.id)
+    return json_response({"status": "success", "data": silence.to_api(view.clock())})
 
 
 async def buildinfo(request: web.Request) -> web.Response:
