@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from monitor import __version__
 from monitor.alerting.engine import AlertEngine, iso
 from monitor.alerting.matchers import Matcher
 from monitor.alerting.silences import Silencer, parse_time
