@@ -45,17 +45,17 @@ class Entity:
     kind: str
     labels: Mapping[str, str]
     fields: Mapping[str, FieldValue] = field(default_factory=dict)
+    # Identity usable as a dict key (kind plus sorted labels), computed once: the rule engine
+    # and the previous-snapshot lookup ask for it for every entity on every poll.
+    key: tuple[str, tuple[tuple[str, str], ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         fields = dict(self.fields)
         fields.setdefault("present", True)
-        object.__setattr__(self, "labels", _frozen({k: str(v) for k, v in self.labels.items()}))
+        labels = {k: str(v) for k, v in self.labels.items()}
+        object.__setattr__(self, "labels", _frozen(labels))
         object.__setattr__(self, "fields", _frozen(fields))
-
-    @property
-    def key(self) -> tuple[str, tuple[tuple[str, str], ...]]:
-        """Identity usable as a dict key: kind plus sorted labels."""
-        return (self.kind, tuple(sorted(self.labels.items())))
+        object.__setattr__(self, "key", (self.kind, tuple(sorted(labels.items()))))
 
     @property
     def fingerprint(self) -> str:
