@@ -48,9 +48,13 @@ def rules_file(tmp_path: Path) -> Path:
     return path
 
 
-def make_engine(rules_file: Path, clock, store: Store | None = None, silencer: Silencer | None = None) -> tuple[AlertEngine, list[Transition]]:
+def make_engine(
+    rules_file: Path, clock, store: Store | None = None, silencer: Silencer | None = None
+) -> tuple[AlertEngine, list[Transition]]:
     groups = load_rule_files([str(rules_file)])
-    engine = AlertEngine(groups, store=store, silencer=silencer or Silencer(store), clock=clock, source_down_after=60)
+    engine = AlertEngine(
+        groups, store=store, silencer=silencer or Silencer(store), clock=clock, source_down_after=60
+    )
     seen: list[Transition] = []
     engine.subscribe(seen.extend)
     return engine, seen
@@ -139,7 +143,12 @@ def test_down_source_freezes_alerts_and_fires_source_down(rules_file, clock):
     clock.advance(10)
     engine.on_snapshot(Snapshot.failed(OME, clock(), failure))
     assert kinds(seen)[-1] == (FIRING, SOURCE_DOWN)
-    assert seen[-1].alert.labels == {"alertname": SOURCE_DOWN, "kind": "ome", "source": "origin-1", "severity": "critical"}
+    assert seen[-1].alert.labels == {
+        "alertname": SOURCE_DOWN,
+        "kind": "ome",
+        "source": "origin-1",
+        "severity": "critical",
+    }
     assert "timed out" in seen[-1].alert.annotations["description"]
     clock.advance(10)
     engine.on_snapshot(snap(clock, stream("gone", 0, present=False)))
@@ -158,7 +167,11 @@ def test_restart_restores_firing_alert_without_new_transition(rules_file, clock,
     store = Store(tmp_path / "state.sqlite3")
     engine, seen = make_engine(rules_file, clock, store)
     [(alert, _)] = engine.active_alerts()
-    assert (alert.state, alert.fingerprint, alert.fired_at) == (FIRING, fired.fingerprint, fired.fired_at)
+    assert (alert.state, alert.fingerprint, alert.fired_at) == (
+        FIRING,
+        fired.fingerprint,
+        fired.fired_at,
+    )
     engine.on_snapshot(snap(clock, stream("gone", 0, present=False)))
     assert seen == [], "a restored firing alert must not fire again"
     clock.advance(1)
@@ -170,21 +183,29 @@ def test_restart_restores_firing_alert_without_new_transition(rules_file, clock,
 def test_api_silence_marks_transitions_and_alerts(rules_file, clock):
     silencer = Silencer(None)
     engine, seen = make_engine(rules_file, clock, silencer=silencer)
-    silence = silencer.create([Matcher.parse('stream=~"g.*"')], clock(), clock() + 60, "ops", "maint", clock())
-    engine.on_snapshot(snap(clock, stream("gone", 0, present=False), stream("other", 0, present=False)))
+    silence = silencer.create(
+        [Matcher.parse('stream=~"g.*"')], clock(), clock() + 60, "ops", "maint", clock()
+    )
+    engine.on_snapshot(
+        snap(clock, stream("gone", 0, present=False), stream("other", 0, present=False))
+    )
     by_stream = {t.alert.labels["stream"]: t for t in seen}
     assert by_stream["gone"].silenced_by == (silence.id,)
     assert by_stream["other"].silenced_by == ()
     assert by_stream["gone"].alert.state == FIRING, "a silenced alert keeps its state"
     silencer.expire(silence.id, clock())
     clock.advance(1)
-    engine.on_snapshot(snap(clock, stream("gone", 0, present=False), stream("other", 0, present=False)))
+    engine.on_snapshot(
+        snap(clock, stream("gone", 0, present=False), stream("other", 0, present=False))
+    )
     assert kinds(seen)[-1] == ("unsilenced", "Missing")
 
 
 def test_maintenance_window_by_cron(rules_file, clock):
     # Every day at 02:00 UTC for one hour.
-    window = MaintenanceWindow.cron("nightly", [Matcher.parse('alertname="Missing"')], "0 2 * * *", 3600)
+    window = MaintenanceWindow.cron(
+        "nightly", [Matcher.parse('alertname="Missing"')], "0 2 * * *", 3600
+    )
     day = 1_800_000_000 - 1_800_000_000 % 86400
     assert window.active(day + 2 * 3600 + 10)
     assert window.active(day + 2 * 3600 + 3599)
@@ -219,7 +240,9 @@ def test_bad_rule_reports_file_line_and_name(tmp_path):
     with pytest.raises(RuleError) as caught:
         load_rule_files([str(path)])
     [problem] = caught.value.problems
-    assert problem.startswith(f"{path}:9: rule 'Broken': groups[0].rules[1].expr: invalid expression")
+    assert problem.startswith(
+        f"{path}:9: rule 'Broken': groups[0].rules[1].expr: invalid expression"
+    )
 
 
 def test_reload_carries_state_and_resolves_removed_rules(rules_file, clock):
