@@ -1,0 +1,676 @@
+"""NAVER Cloud Live Station: the client (polls and actions) and the mapping to entities.
+
+Everything Live-Station-specific lives here (see reference/naver-live-station.md): the API
+Gateway's signature v2, the region header, both error bodies (the gateway's and Live Station's),
+the paged channel list, the event list, the callback payload and the channel actions.
+
+Events are instantaneous: each one becomes a `naver.event` entity in exactly one snapshot and is
+counted once in its channel's `events` map, whether it arrived by poll, by callback or both. The
+event list has no paging or time range, so every poll reads it whole; what was already seen is
+remembered in the Store (a cursor plus the seen-event table), so a restarted daemon neither
+counts an event twice nor loses one that happened while it was down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+import aiohttp
+import yarl
+from pydantic import SecretStr
+
+from monitor.config import NaverSourceConfig
+from monitor.model import Entity
+from monitor.sources.base import (
+    BAD_RESPONSE,
+    RATE_LIMITED,
+    UNAUTHORIZED,
+    Clock,
+    Source,
+    SourceContext,
+    SourceError,
+    classify_exception,
+    decode_json,
+    parse_retry_after,
+    reason_for_status,
+)
+
+log = logging.getLogger(__name__)
+
+KIND_CHANNEL = "naver.channel"
+KIND_EVENT = "naver.event"
+
+API_PREFIX = "/api/v2"
+
+# The documented live-channel statuses (state-set members). Not a closed set: anything else the
+# API sends is exported as it is. RESERVED (VOD2LIVE only) and STOPPED (one doc table) are
+# tolerated but not listed, so that each channel does not carry series it can never have.
+CHANNEL_STATUSES: tuple[str, ...] = (
+    "CREATING",
+    "READY",
+    "PUBLISHING",
+    "BLOCK",
+    "FORCE_BLOCK",
+    "DELETED",
+    "FORCE_DELETED",
+)
+# Older doc revisions (2024) spell the streaming status PUBLISH.
+STATUS_ALIASES = {"PUBLISH": "PUBLISHING"}
+
+# API Gateway codes (error.errorCode, a string) that mean the credentials were refused, and
+# those that mean a quota or throttle; Live Station errorNames that mean "not allowed".
+GATEWAY_AUTH_CODES = frozenset({"200", "210", "230"})
+GATEWAY_RATE_CODES = frozenset({"400", "410", "420"})
+AUTH_ERROR_NAMES = frozenset({"UNAUTHORIZED", "OPEN_API_UNAUTHORIZED", "POLICY_CHECK_FAILED"})
+
+# How far before the newest event already seen a polled event may still appear for the first
+# time (the list is not documented as ordered or complete at any instant). On the first start
+# (no cursor), events older than this before "now" are history: remembered, not reported.
+EVENT_LATE_WINDOW_S = 600.0
+MAX_PAGES = 1000
+CURSOR_NAME = "events"
+
+
+def sign_v2(
+    method: str, uri_with_query: str, timestamp_ms: str, access_key: str, secret_key: str
+) -> str:
+    """API Gateway signature v2: base64(HMAC-SHA256(secret, "METHOD URI\\nTIMESTAMP\\nACCESSKEY")).
+
+    `uri_with_query` is the path and query exactly as sent (no scheme, no host)."""
+    message = f"{method.upper()} {uri_with_query}\n{timestamp_ms}\n{access_key}"
+    digest = hmac.new(secret_key.encode(), message.encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+# -- lenient field parsing ---------------------------------------------------------------------
+
+
+def _int(value: Any) -> int | None:
+    """An integer sent as a JSON number or as a string (the 2024 docs type many as String)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value == value and abs(value) != float("inf") else None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                return _int(float(text))
+            except ValueError:
+                return None
+    return None
+
+
+def _number(value: Any) -> float | int | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _ms_to_seconds(value: Any) -> float | None:
+    ms = _int(value)
+    return ms / 1000.0 if ms is not None and ms > 0 else None
+
+
+def _bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return None
+
+
+def _str(value: Any) -> str | None:
+    if value is None or isinstance(value, dict | list):
+        return None
+    text = str(value)
+    return text if text else None
+
+
+def normalise_status(raw: Any) -> str:
+    """`channelStatus` as the exporter labels it: upper-case, older spellings mapped."""
+    text = _str(raw)
+    if text is None:
+        return "UNKNOWN"
+    status = text.strip().upper()
+    return STATUS_ALIASES.get(status, status)
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    channel: str
+    code: str  # upper-cased
+    ts_ms: int
+    log_level: str | None
+    description: str | None
+    callback_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Dedup key shared by poll and callback: list items carry no id."""
+        return f"{self.channel}:{self.code}:{self.ts_ms}"
+
+
+def _event_from_item(item: Any) -> _Event | None:
+    """One item of an event list (`eventCode`); None when it cannot be identified."""
+    if not isinstance(item, Mapping):
+        return None
+    channel = _str(item.get("channelId"))
+    code = _str(item.get("eventCode") or item.get("event"))
+    ts_ms = _int(item.get("timestamp"))
+    if not channel or not code or ts_ms is None or ts_ms <= 0:
+        return None
+    return _Event(
+        channel=channel,
+        code=code.strip().upper(),
+        ts_ms=ts_ms,
+        log_level=_str(item.get("logLevel")),
+        description=_str(item.get("description")),
+    )
+
+
+def parse_callback(payload: Any) -> _Event:
+    """The body NAVER POSTs: `{id, logLevel, channelId, event, timestamp}`, ints or strings.
+    Raises ValueError naming what is wrong."""
+    if not isinstance(payload, Mapping):
+        raise ValueError("callback body must be a JSON object")
+    channel = payload.get("channelId")
+    if not isinstance(channel, str | int) or isinstance(channel, bool) or not str(channel).strip():
+        raise ValueError("callback body: channelId is missing or not a string")
+    code = payload.get("event", payload.get("eventCode"))
+    if not isinstance(code, str) or not code.strip():
+        raise ValueError("callback body: event is missing or not a string")
+    raw_ts = payload.get("timestamp")
+    ts_ms = _int(raw_ts)
+    if ts_ms is None or ts_ms <= 0:
+        raise ValueError("callback body: timestamp is missing or not epoch milliseconds")
+    raw_id = payload.get("id")
+    callback_id = None if raw_id is None or isinstance(raw_id, dict | list | bool) else str(raw_id)
+    log_level = payload.get("logLevel")
+    return _Event(
+        channel=str(channel).strip(),
+        code=code.strip().upper(),
+        ts_ms=ts_ms,
+        log_level=str(log_level) if isinstance(log_level, str | int) else None,
+        description=_str(payload.get("description")),
+        callback_id=callback_id,
+    )
+
+
+class _EventLedger:
+    """Which events were already reported, across restarts.
+
+    The Store's seen-event table is the dedup authority. The cursor (one JSON value) keeps the
+    newest polled timestamp and the keys of the events within the late window before it, so that
+    pruning of the seen-event table cannot make an event in that window count again."""
+
+    def __init__(self, store: Any, source: str, window_ms: int):
+        self._store = store
+        self._source = source
+        self._window_ms = window_ms
+        self._loaded = False
+        self.cursor_ms: int | None = None
+        self._recent: dict[str, int] = {}
+        self._memory_seen: set[str] = set()  # used only without a Store
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        if self._store is None:
+            return
+        raw = self._store.load_cursor(self._source, CURSOR_NAME)
+        if raw is None:
+            return
+        try:
+            data = json.loads(raw)
+            cursor = data.get("ts")
+            self.cursor_ms = int(cursor) if cursor is not None else None
+            self._recent = {str(k): int(v) for k, v in dict(data.get("recent") or {}).items()}
+        except (ValueError, TypeError, AttributeError):
+            log.warning("event cursor unreadable, starting afresh source=%s", self._source)
+            self.cursor_ms, self._recent = None, {}
+
+    def admit(self, events: Iterable[_Event], now: float, *, polled: bool) -> list[_Event]:
+        """Record `events`; returns those never seen before, in order. A poll also moves the
+        cursor (and ignores events older than the late window before it)."""
+        self._load()
+        events = list(events)
+        now_ms = int(now * 1000)
+        base = self.cursor_ms if self.cursor_ms is not None else now_ms
+        candidates: dict[str, _Event] = {}
+        for event in events:
+            if polled and event.ts_ms < base - self._window_ms:
+                continue
+            if event.key not in self._recent:
+                candidates.setdefault(event.key, event)
+        fresh_keys = set(self._remember(list(candidates), now))
+        for key, event in candidates.items():
+            self._recent[key] = event.ts_ms
+        if polled:
+            self.cursor_ms = max([base, *(e.ts_ms for e in events)])
+        if self.cursor_ms is not None:
+            floor = self.cursor_ms - self._window_ms
+            self._recent = {k: ts for k, ts in self._recent.items() if ts >= floor}
+        if candidates or polled:
+            self._save()
+        fresh = [event for key, event in candidates.items() if key in fresh_keys]
+        return sorted(fresh, key=lambda e: e.ts_ms)
+
+    def _remember(self, keys: list[str], now: float) -> list[str]:
+        if not keys:
+            return []
+        if self._store is None:
+            fresh = [k for k in keys if k not in self._memory_seen]
+            self._memory_seen.update(fresh)
+            return fresh
+        return self._store.remember_events(self._source, keys, now)
+
+    def _save(self) -> None:
+        if self._store is None:
+            return
+        value = json.dumps({"ts": self.cursor_ms, "recent": self._recent}, sort_keys=True)
+        self._store.save_cursor(self._source, CURSOR_NAME, value)
+
+
+# -- HTTP client -------------------------------------------------------------------------------
+
+
+def _error_from_response(
+    status: int,
+    raw: bytes,
+    retry_after: str | None,
+    what: str,
+    redact: Sequence[str],
+    reason: str | None = None,
+) -> SourceError:
+    """Map an error answer to a SourceError, reading both documented bodies:
+    Live Station `{"error":{"errorCode":250004,"errorName":"NOT_FOUND","message":...}}` and the
+    gateway's `{"error":{"errorCode":"200","message":"Authentication Failed",...}}`."""
+    reason = reason or reason_for_status(status)
+    code: str | None = None
+    detail = ""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        name = _str(error.get("errorName"))
+        number = _str(error.get("errorCode"))
+        detail = _str(error.get("message")) or ""
+        if name:
+            code = name.strip().upper()
+            if code in AUTH_ERROR_NAMES:
+                reason = UNAUTHORIZED
+        elif number:
+            code = number.strip()
+            if code in GATEWAY_AUTH_CODES:
+                reason = UNAUTHORIZED
+            elif code in GATEWAY_RATE_CODES:
+                reason = RATE_LIMITED
+    for secret in redact:
+        if secret:
+            detail = detail.replace(secret, "[redacted]")
+    message = f"{what}: HTTP {status}" + (f" {detail[:200]}" if detail else "")
+    return SourceError(
+        reason,
+        message,
+        status=status,
+        code=code,
+        retry_after=parse_retry_after(retry_after)
+        if status == 429 or reason == RATE_LIMITED
+        else None,
+    )
+
+
+class LiveStationClient:
+    """Signed requests to one Live Station account. Builds each URL once, signs exactly that
+    string and sends exactly that string (aiohttp is told it is already encoded)."""
+
+    def __init__(
+        self,
+        url: str,
+        access_key: SecretStr,
+        secret_key: SecretStr,
+        region: str,
+        timeout: float,
+        clock: Clock,
+    ):
+        parts = urlsplit(url)
+        self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._base_path = parts.path.rstrip("/")  # normally empty
+        self._access_key = access_key
+        self._secret_key = secret_key
+        self._region = region
+        self._timeout = timeout
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"LiveStationClient({self._origin!r}, region={self._region!r})"
+
+    async def open(self) -> None:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+                raise_for_status=False,
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def uri(self, path: str, query: Sequence[tuple[str, str]] = ()) -> str:
+        """The path and query as they go on the wire and into the signature."""
+        uri = f"{self._base_path}{API_PREFIX}{path}"
+        if query:
+            uri += "?" + urlencode(list(query), quote_via=quote)
+        return uri
+
+    def headers(self, method: str, uri: str) -> dict[str, str]:
+        timestamp = str(int(self._clock() * 1000))
+        access_key = self._access_key.get_secret_value()
+        return {
+            "x-ncp-apigw-timestamp": timestamp,
+            "x-ncp-iam-access-key": access_key,
+            "x-ncp-apigw-signature-v2": sign_v2(
+                method, uri, timestamp, access_key, self._secret_key.get_secret_value()
+            ),
+            "x-ncp-region_code": self._region,
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+
+    async def request(
+        self, method: str, path: str, query: Sequence[tuple[str, str]] = ()
+    ) -> dict[str, Any]:
+        """One signed call; returns the decoded JSON object or raises SourceError."""
+        await self.open()
+        assert self._session is not None
+        method = method.upper()
+        uri = self.uri(path, query)
+        what = f"{method} {API_PREFIX}{path}"
+        try:
+            async with self._session.request(
+                method,
+                yarl.URL(self._origin + uri, encoded=True),
+                headers=self.headers(method, uri),
+                allow_redirects=False,
+            ) as response:
+                raw = await response.read()
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError, OSError, UnicodeDecodeError) as exc:
+            raise classify_exception(exc, what) from None
+        secrets = (self._access_key.get_secret_value(), self._secret_key.get_secret_value())
+        if status >= 400:
+            raise _error_from_response(status, raw, retry_after, what, secrets)
+        if status >= 300 or status == 204:
+            raise SourceError(BAD_RESPONSE, f"{what}: unexpected HTTP {status}", status=status)
+        body = decode_json(raw, what)
+        if not isinstance(body, dict):
+            raise SourceError(BAD_RESPONSE, f"{what}: expected a JSON object", status=status)
+        if "error" in body and "content" not in body:
+            # An error body with a 2xx status: not what a success looks like.
+            raise _error_from_response(status, raw, None, what, secrets, reason=BAD_RESPONSE)
+        return body
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    async def list_channels(self, page_size: int) -> list[dict[str, Any]]:
+        """Every live channel, all pages (`pageNo` 1-based, `pageSizeNo`, `total`)."""
+        channels: dict[str, dict[str, Any]] = {}
+        page = 1
+        while True:
+            body = await self.request(
+                "GET", "/channels", [("pageNo", str(page)), ("pageSizeNo", str(page_size))]
+            )
+            items = _content_list(body, "GET /api/v2/channels")
+            for item in items:
+                channel_id = _str(item.get("channelId")) if isinstance(item, dict) else None
+                if channel_id is None:
+                    log.debug("channel without channelId skipped")
+                    continue
+                # A channel may move to the next page while we read: keep the first sighting.
+                channels.setdefault(channel_id, item)
+            total = _int(body.get("total"))
+            if not items or len(items) < page_size:
+                break
+            if total is not None and page * page_size >= total:
+                break
+            if page >= MAX_PAGES:
+                raise SourceError(
+                    BAD_RESPONSE, f"GET /api/v2/channels: more than {MAX_PAGES} pages"
+                )
+            page += 1
+        return list(channels.values())
+
+    async def list_events(self) -> list[Any]:
+        """The event list of all channels (no paging, no time range documented)."""
+        body = await self.request("GET", "/events")
+        return _content_list(body, "GET /api/v2/events")
+
+    async def channel(self, channel_id: str) -> dict[str, Any] | None:
+        return _content_object(await self.request("GET", _channel_path(channel_id)))
+
+    async def channel_action(self, channel_id: str, action: str) -> dict[str, Any] | None:
+        """PUT /channels/{id}/{off|on|startRecord|stopRecord}; the channel when it came back."""
+        return _content_object(await self.request("PUT", f"{_channel_path(channel_id)}/{action}"))
+
+
+def _channel_path(channel_id: str) -> str:
+    if not isinstance(channel_id, str) or not channel_id:
+        raise ValueError("channel_id must be a non-empty string")
+    return f"/channels/{quote(channel_id, safe='')}"
+
+
+def _content_list(body: dict[str, Any], what: str) -> list[Any]:
+    content = body.get("content")
+    if content is None:
+        return []
+    if not isinstance(content, list):
+        raise SourceError(BAD_RESPONSE, f"{what}: content is not a list")
+    return content
+
+
+def _content_object(body: dict[str, Any]) -> dict[str, Any] | None:
+    content = body.get("content")
+    return content if isinstance(content, dict) and content.get("channelId") else None
+
+
+# -- the source --------------------------------------------------------------------------------
+
+
+class NaverSource(Source):
+    """Polls channels and events of one Live Station account, accepts its callbacks, and runs
+    the channel actions (stop, remove suspension, start/stop recording)."""
+
+    kind = "naver"
+
+    def __init__(self, config: NaverSourceConfig, context: SourceContext):
+        super().__init__(config.name, config.interval, config.timeout, context)
+        self._page_size = config.page_size
+        self._events_enabled = config.events
+        self._callback_token = config.callback_token
+        self.client = LiveStationClient(
+            config.url,
+            config.access_key,
+            config.secret_key,
+            config.region,
+            config.timeout,
+            context.clock,
+        )
+        self._ledger = _EventLedger(context.store, str(self.ref), int(EVENT_LATE_WINDOW_S * 1000))
+        self._counts: dict[str, Counter[str]] = {}
+        self._pending: list[tuple[_Event, str]] = []  # (event, via) waiting for the next poll
+        self._names: dict[str, str] = {}
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"<NaverSource {self.ref}>"
+
+    async def open(self) -> None:
+        await self.client.open()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    # -- polling -----------------------------------------------------------------------------
+
+    async def poll(self) -> list[Entity]:
+        async with self._lock:
+            channels = await self.client.list_channels(self._page_size)
+            items = await self.client.list_events() if self._events_enabled else []
+            # Everything was read: only now is anything marked seen, so a failed poll loses nothing.
+            events = []
+            for item in items:
+                event = _event_from_item(item)
+                if event is None:
+                    log.debug("event list item without channelId/eventCode/timestamp skipped")
+                else:
+                    events.append(event)
+            fresh = self._ledger.admit(events, self.context.clock(), polled=True)
+            self._take(fresh, "poll")
+            for channel in channels:
+                name = _str(channel.get("channelName"))
+                if name is not None:
+                    self._names[str(channel["channelId"])] = name
+            entities = [self._channel_entity(channel) for channel in channels]
+            pending, self._pending = self._pending, []
+            entities.extend(self._event_entity(event, via) for event, via in pending)
+            return entities
+
+    def _take(self, events: Iterable[_Event], via: str) -> int:
+        count = 0
+        for event in events:
+            self._counts.setdefault(event.channel, Counter())[event.code] += 1
+            self._pending.append((event, via))
+            count += 1
+        return count
+
+    def _channel_entity(self, item: Mapping[str, Any]) -> Entity:
+        channel_id = str(item["channelId"])
+        cdn = item.get("cdn") if isinstance(item.get("cdn"), dict) else {}
+        record = item.get("record") if isinstance(item.get("record"), dict) else {}
+        use_dvr = item.get("useDVR", item.get("useDvr"))
+        raw_status = item.get("channelStatus")
+        return Entity(
+            KIND_CHANNEL,
+            {"channel": channel_id},
+            {
+                "channel_name": _str(item.get("channelName")) or "",
+                "status": normalise_status(raw_status),
+                "status_raw": "" if raw_status is None else str(raw_status),
+                "is_recording": bool(_bool(item.get("isRecording"))),
+                "cdn_status": _str(cdn.get("statusName")),
+                "cdn_type": _str(cdn.get("cdnType")),
+                "recent_publish_start_time": _ms_to_seconds(item.get("recentPublishStartTime")),
+                "total_publish_seconds": _number(item.get("totalPublishSeconds")),
+                "created_time": _ms_to_seconds(item.get("createdTime")),
+                "output_protocol": _str(item.get("outputProtocol")),
+                "use_dvr": _bool(use_dvr),
+                "record_type": _str(record.get("type")),
+                "events": dict(self._counts.get(channel_id, {})),
+            },
+        )
+
+    def _event_entity(self, event: _Event, via: str) -> Entity:
+        return Entity(
+            KIND_EVENT,
+            {"channel": event.channel, "event": event.code, "event_id": event.key},
+            {
+                "log_level": event.log_level,
+                "description": event.description,
+                "timestamp": event.ts_ms / 1000.0,
+                "via": via,
+                "channel_name": self._names.get(event.channel),
+                "callback_id": event.callback_id,
+            },
+        )
+
+    # -- callbacks ---------------------------------------------------------------------------
+
+    def check_callback_token(self, token: str) -> bool:
+        """Constant-time comparison with the configured token; False when none is configured."""
+        if self._callback_token is None or not isinstance(token, str):
+            return False
+        expected = self._callback_token.get_secret_value()
+        if not expected:
+            return False
+        return hmac.compare_digest(token.encode(), expected.encode())
+
+    def accept_callback(self, payload: Mapping[str, Any]) -> int:
+        """Take one callback body; returns how many events were new (0 or 1). The new event
+        is reported by the next poll. Raises ValueError for a malformed body."""
+        event = parse_callback(payload)
+        fresh = self._ledger.admit([event], self.context.clock(), polled=False)
+        count = self._take(fresh, "callback")
+        if count:
+            log.info(
+                "callback event accepted source=%s channel=%s event=%s",
+                self.ref,
+                event.channel,
+                event.code,
+            )
+            refresh = getattr(self.context, "request_refresh", None)
+            if callable(refresh):
+                refresh(self.ref)
+        return count
+
+    # -- actions -----------------------------------------------------------------------------
+
+    async def get_channel(self, channel_id: str) -> Entity | None:
+        item = await self.client.channel(channel_id)
+        return self._channel_entity(item) if item else None
+
+    async def stop_channel(self, channel_id: str) -> Entity | None:
+        """PUT .../off (allowed from READY or PUBLISHING; cuts a running broadcast)."""
+        return await self._action(channel_id, "off")
+
+    async def remove_suspension(self, channel_id: str) -> Entity | None:
+        """PUT .../on: a stopped channel goes back to READY."""
+        return await self._action(channel_id, "on")
+
+    async def restart_channel(self, channel_id: str) -> Entity | None:
+        """Stop, then remove the suspension: the channel ends READY, waiting for ingest."""
+        await self.stop_channel(channel_id)
+        return await self.remove_suspension(channel_id)
+
+    async def start_recording(self, channel_id: str) -> Entity | None:
+        """PUT .../startRecord (only while PUBLISHING)."""
+        return await self._action(channel_id, "startRecord")
+
+    async def stop_recording(self, channel_id: str) -> Entity | None:
+        """PUT .../stopRecord. Its answer is a record list, not a channel: returns None."""
+        return await self._action(channel_id, "stopRecord")
+
+    async def _action(self, channel_id: str, action: str) -> Entity | None:
+        item = await self.client.channel_action(channel_id, action)
+        log.info("channel action done source=%s channel=%s action=%s", self.ref, channel_id, action)
+        return self._channel_entity(item) if item else None
