@@ -175,11 +175,16 @@ async def map_bounded(
         for index, item in feed:
             results[index] = await func(item)
 
-    workers = min(concurrency, len(indexed))
-    if workers:
-        async with asyncio.TaskGroup() as group:
-            for _ in range(workers):
-                group.create_task(worker())
+    tasks = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, len(indexed)))]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        # The first error is the poll's error: stop the other workers and re-raise it as is
+        # (a TaskGroup would wrap it in an ExceptionGroup).
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     return results
 
 
