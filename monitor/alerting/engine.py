@@ -511,6 +511,12 @@ class AlertEngine:
                 not_before=now + min(RESTORE_GRACE, rule.hold) if item.state == PENDING else 0.0,
             )
             self.alerts.setdefault(item.rule, {})[item.fingerprint] = alert
+            if alert.state != INACTIVE:
+                # What muted it before the restart is the baseline: a silence that ends later
+                # yields `unsilenced`, one that was already there yields nothing new.
+                muted = tuple(self.silencer.mutes(alert.labels, now))
+                if muted:
+                    self._muted[(item.rule, item.fingerprint)] = muted
         if dropped and self.store is not None:
             self.store.save_alerts([], dropped)
         restored = sum(len(a) for a in self.alerts.values())

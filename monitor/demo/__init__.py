@@ -13,7 +13,7 @@ import secrets
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,8 @@ class Simulators:
     ome_token: str
     naver_access_key: str
     naver_secret_key: str
+    ome: OmeSim
+    smartstream: SmartstreamSim
     naver: NaverSim
 
     def environment(self) -> dict[str, str]:
@@ -51,10 +53,14 @@ class Simulators:
 
 @contextlib.asynccontextmanager
 async def simulators(
-    host: str = "127.0.0.1", ome_port: int = 0, smartstream_port: int = 0, naver_port: int = 0
+    host: str = "127.0.0.1",
+    ome_port: int = 0,
+    smartstream_port: int = 0,
+    naver_port: int = 0,
+    clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[Simulators]:
-    """All three simulators with their demo layouts and fault schedules, on loopback."""
-    clock = time.time
+    """All three simulators with their demo layouts and fault schedules, on loopback. Tests
+    pass a clock they move by hand, so the schedule runs without waiting."""
     ome_token = "demo-ome-" + secrets.token_hex(8)
     access_key, secret_key = "DEMOACCESSKEY", "demo-secret-" + secrets.token_hex(8)
     ome = OmeSim.demo(ome_token, clock=clock)
@@ -66,7 +72,15 @@ async def simulators(
         serve(naver.make_app(), host, naver_port) as naver_url,
     ):
         yield Simulators(
-            ome_url, smartstream_url, naver_url, ome_token, access_key, secret_key, naver
+            ome_url,
+            smartstream_url,
+            naver_url,
+            ome_token,
+            access_key,
+            secret_key,
+            ome,
+            smartstream,
+            naver,
         )
 
 

@@ -577,7 +577,7 @@ class OmeSim:
 
         +20 s `default/live/second` stalls (resumes at +90 s unless restarted: it reconnects 5 s
         after a DELETE); +25 s push `youtube` goes to error (back at +100 s); +30 s
-        `default/live/news` disappears and reconnects at +60 s; +40 s five requests answer 500.
+        `default/live/news` disappears and reconnects at +90 s; +40 s five requests answer 500.
         """
         sim = cls(access_token, clock, version)
         t0 = clock()
@@ -615,7 +615,7 @@ class OmeSim:
         sim.add_record("default/live", id="archive", stream="sports", interval=60_000)
         sim.schedule(t0 + 20, "stall", stream="default/live/second")
         sim.schedule(t0 + 25, "set_push_state", app="default/live", id="youtube", state="error")
-        sim.schedule(t0 + 30, "remove_stream", stream="default/live/news", reconnect_after=30)
+        sim.schedule(t0 + 30, "remove_stream", stream="default/live/news", reconnect_after=60)
         sim.schedule(t0 + 40, "fail", count=5)
         sim.schedule(t0 + 90, "resume", stream="default/live/second")
         sim.schedule(t0 + 100, "set_push_state", app="default/live", id="youtube", state=None)

@@ -1,0 +1,403 @@
+"""The whole daemon against the simulators: HTTP endpoints, scheduling, callbacks, restarts,
+the shipped rules firing on the simulators' scheduled faults, and secrets kept out of sight."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from conftest import FakeClock
+from prometheus_client.parser import text_string_to_metric_families
+
+from monitor.alerting.engine import Transition
+from monitor.daemon import Daemon
+from monitor.demo import Simulators, simulators
+from monitor.model import Snapshot
+from monitor.sim.ome import OmeSim, build_ome_app
+from monitor.sim.serve import serve
+
+SHIPPED_RULES = str(Path(__file__).parent.parent / "monitor" / "rules" / "*.yaml")
+OME_TOKEN = "ome-daemon-test-token"
+API_TOKEN = "api-bearer-token-0815"
+CALLBACK_TOKEN = "naver-callback-token-1234"
+
+
+def write_config(
+    tmp_path: Path,
+    sims: Simulators | None,
+    *,
+    ome_url: str | None = None,
+    extra: str = "",
+    interval: str = "1s",
+) -> Path:
+    lines = [
+        "listen: 127.0.0.1:0",
+        f"state_dir: {tmp_path / 'state'}",
+        f'rule_files: ["{SHIPPED_RULES}"]',
+        f"api: {{token: {API_TOKEN}}}",
+        "sources:",
+    ]
+    if sims is not None:
+        lines += [
+            "  ome:",
+            "    - {name: origin, url: %s, access_token: %s, interval: %s, expected_streams: [default/live/main, default/live/news]}"
+            % (sims.ome_url, sims.ome_token, interval),
+            "  smartstream:",
+            "    - {name: demo, url: %s, merchant_id: demo, api_key: demo-api-key, mail_address: ops@example.com, password: demo-password, interval: %s}"
+            % (sims.smartstream_url, interval),
+            "  naver:",
+            "    - {name: kr, url: %s, access_key: %s, secret_key: %s, interval: %s, callback_token: %s}"
+            % (
+                sims.naver_url,
+                sims.naver_access_key,
+                sims.naver_secret_key,
+                interval,
+                CALLBACK_TOKEN,
+            ),
+        ]
+    else:
+        lines += [
+            "  ome:",
+            f"    - {{name: origin, url: {ome_url}, access_token: {OME_TOKEN}, interval: {interval}, timeout: 2s}}",
+        ]
+    path = tmp_path / "streamwatch.yaml"
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
+
+
+@pytest.fixture
+def real_clock() -> FakeClock:
+    # The NAVER simulator rejects signatures more than 5 minutes off its clock, so the test
+    # clock starts at the real time and is then moved by hand.
+    return FakeClock(start=time.time())
+
+
+@pytest.fixture
+async def sims(real_clock) -> AsyncIterator[Simulators]:
+    async with simulators(clock=real_clock) as running:
+        yield running
+
+
+async def test_shipped_rules_fire_on_the_simulators_scheduled_faults(sims, real_clock, tmp_path):
+    daemon = Daemon(write_config(tmp_path, sims), clock=real_clock)
+    await daemon.start(serve=False, schedule=False)
+    seen: list[Transition] = []
+    assert daemon.engine is not None
+    daemon.engine.subscribe(seen.extend)
+    try:
+        for _ in range(24):  # two simulated minutes, a poll of every source each 5 s
+            real_clock.advance(5)
+            await daemon.poll_all()
+    finally:
+        await daemon.stop()
+    fired = {t.alert.labels["alertname"] for t in seen if t.kind == "firing"}
+    assert {
+        "OmeIngestStalled",
+        "OmePushFailed",
+        "OmeExpectedStreamMissing",
+        "SmartstreamLiveEventEncodeError",
+        "SmartstreamJobFailed",
+        "NaverStreamDisconnected",
+        "NaverChannelAbnormal",
+    } <= fired
+    # The OME simulator's 500 burst took one poll down: frozen, not resolved, not a SourceDown.
+    assert "StreamwatchSourceDown" not in fired
+    stalled = next(
+        t for t in seen if t.kind == "firing" and t.alert.labels["alertname"] == "OmeIngestStalled"
+    )
+    assert stalled.alert.labels["stream"] == "second"
+    assert stalled.alert.annotations["summary"].startswith("No input on default/live/second for ")
+
+
+@pytest.fixture
+async def ome(clock) -> AsyncIterator[tuple[OmeSim, str]]:
+    sim = OmeSim(OME_TOKEN, clock=time.time)
+    sim.add_stream("default/live/main", bitrate=2_000_000)
+    async with serve(build_ome_app(sim)) as url:
+        yield sim, url
+
+
+def waiter(daemon: Daemon, count: int = 1) -> tuple[asyncio.Event, list[Snapshot]]:
+    """An event set once `count` snapshots have arrived, and the list they arrive in."""
+    arrived: list[Snapshot] = []
+    done = asyncio.Event()
+
+    def listener(snapshot: Snapshot) -> None:
+        arrived.append(snapshot)
+        if len(arrived) >= count:
+            done.set()
+
+    daemon.snapshot_listeners.append(listener)
+    return done, arrived
+
+
+async def test_http_endpoints_and_secrets_stay_out(ome, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    sim, url = ome
+    daemon = Daemon(write_config(tmp_path, None, ome_url=url))
+    done, _ = waiter(daemon)
+    await daemon.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{daemon.url}/healthz") as resp:
+                assert resp.status == 200
+            await asyncio.wait_for(done.wait(), 10)
+            async with http.get(f"{daemon.url}/readyz") as resp:
+                assert resp.status == 200
+            async with http.get(f"{daemon.url}/metrics") as resp:
+                text = await resp.text()
+                assert resp.headers["Content-Type"].startswith("text/plain")
+            async with http.get(
+                f"{daemon.url}/metrics",
+                headers={"Accept": "application/openmetrics-text; version=1.0.0"},
+            ) as resp:
+                assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
+                assert (await resp.text()).endswith("# EOF\n")
+            async with http.get(f"{daemon.url}/api/v1/sources") as resp:
+                sources = await resp.text()
+            async with http.get(f"{daemon.url}/api/v1/rules") as resp:
+                rules = await resp.json()
+    finally:
+        await daemon.stop()
+    names = {f.name for f in text_string_to_metric_families(text)}
+    assert {
+        "ome_stream_bytes_in",
+        "streamwatch_source_up",
+        "streamwatch_build_info",
+        "streamwatch_alerts",
+        "streamwatch_config_last_reload_successful",
+    } <= names
+    assert any(
+        r["name"] == "StreamwatchSourceDown" for g in rules["data"]["groups"] for r in g["rules"]
+    )
+    for haystack in (text, sources, caplog.text):
+        assert OME_TOKEN not in haystack and API_TOKEN not in haystack
+
+
+async def test_readyz_waits_for_the_first_poll(ome, tmp_path):
+    sim, url = ome
+    sim.delay(0.5, count=1)
+    daemon = Daemon(write_config(tmp_path, None, ome_url=url))
+    done, _ = waiter(daemon)
+    await daemon.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{daemon.url}/readyz") as resp:
+                assert resp.status == 503 and "ome/origin" in await resp.text()
+            await asyncio.wait_for(done.wait(), 10)
+            async with http.get(f"{daemon.url}/readyz") as resp:
+                assert resp.status == 200
+    finally:
+        await daemon.stop()
+
+
+async def test_polls_of_one_source_never_overlap_and_a_slow_source_delays_no_other(ome, tmp_path):
+    sim, url = ome
+    sim.delay(0.4, count=None, path="/v1/vhosts")
+    fast = OmeSim(OME_TOKEN, clock=time.time)
+    fast.add_stream("default/live/fast")
+    async with serve(build_ome_app(fast)) as fast_url:
+        config = write_config(tmp_path, None, ome_url=url, interval="100ms")
+        config.write_text(
+            config.read_text()
+            + f"    - {{name: fast, url: {fast_url}, access_token: {OME_TOKEN}, interval: 100ms}}\n"
+        )
+        daemon = Daemon(config)
+        done, arrived = waiter(daemon, count=1)
+        slow_done = asyncio.Event()
+        daemon.snapshot_listeners.append(
+            lambda s: (
+                s.source.name == "origin"
+                and len([a for a in arrived if a.source.name == "origin"]) >= 3
+                and slow_done.set()
+            )
+        )
+        await daemon.start(serve=False)
+        try:
+            await asyncio.wait_for(slow_done.wait(), 10)
+        finally:
+            await daemon.stop()
+    slow = [s for s in arrived if s.source.name == "origin"]
+    for before, after in zip(slow, slow[1:], strict=False):
+        assert after.taken_at >= before.taken_at + before.duration, (
+            "a poll started before the previous one ended"
+        )
+    first_slow_done = slow[0].taken_at + slow[0].duration
+    fast_meanwhile = [
+        s for s in arrived if s.source.name == "fast" and s.taken_at < first_slow_done
+    ]
+    assert len(fast_meanwhile) >= 2, "the fast source waited for the slow one"
+
+
+async def test_sighup_style_reload_keeps_old_config_on_error(ome, tmp_path, caplog):
+    sim, url = ome
+    path = write_config(tmp_path, None, ome_url=url)
+    daemon = Daemon(path)
+    await daemon.start(serve=False, schedule=False)
+    try:
+        good = path.read_text()
+        path.write_text(good.replace("interval: 1s", "interval: 1 second"))
+        assert await daemon.reload() is False
+        assert daemon.registry.get_sample_value("streamwatch_config_last_reload_successful") == 0
+        assert "reload rejected" in caplog.text and "sources.ome[0].interval" in caplog.text
+        assert [p.ref.name for p in daemon.pollers()] == ["origin"]
+        path.write_text(good.replace("name: origin", "name: renamed"))
+        assert await daemon.reload() is True
+        assert daemon.registry.get_sample_value("streamwatch_config_last_reload_successful") == 1
+        assert [p.ref.name for p in daemon.pollers()] == ["renamed"]
+    finally:
+        await daemon.stop()
+
+
+async def test_naver_callback_route_dedup_and_cursor_across_restart(sims, real_clock, tmp_path):
+    path = write_config(tmp_path, sims)
+    daemon = Daemon(path, clock=real_clock)
+    # The callback itself triggers a poll (request_refresh), so every snapshot is collected.
+    refreshed, arrived = waiter(daemon, count=2)
+    await daemon.start(schedule=False)
+    try:
+        await daemon.poll_all()
+        channel = next(iter(sims.naver.channels))
+        event = sims.naver.add_event(channel, "PUBLISH_END", callback=False)
+        payload = {
+            "id": 99,
+            "logLevel": "INFO",
+            "channelId": channel,
+            "event": "PUBLISH_END",
+            "timestamp": event["timestamp"],
+        }
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{daemon.url}/callbacks/naver/wrong-token", json=payload) as resp:
+                assert resp.status == 404
+            async with http.post(
+                f"{daemon.url}/callbacks/naver/{CALLBACK_TOKEN}", json=payload
+            ) as resp:
+                assert resp.status == 200 and (await resp.json())["new"] == 1
+            async with http.post(
+                f"{daemon.url}/callbacks/naver/{CALLBACK_TOKEN}", data=b"{not json"
+            ) as resp:
+                assert resp.status == 400
+        assert (
+            daemon.registry.get_sample_value(
+                "streamwatch_callback_requests_total",
+                {"receiver": "naver", "source": "", "result": "rejected_token"},
+            )
+            == 1
+        )
+        assert (
+            daemon.registry.get_sample_value(
+                "streamwatch_callback_requests_total",
+                {"receiver": "naver", "source": "kr", "result": "bad_request"},
+            )
+            == 1
+        )
+        await asyncio.wait_for(refreshed.wait(), 10)
+        await daemon.poll_all()
+        events = [
+            e
+            for snapshot in arrived
+            for e in snapshot.entities
+            if e.kind == "naver.event"
+            and e.labels["event"] == "PUBLISH_END"
+            and e.labels["channel"] == channel
+        ]
+        assert len(events) == 1, "the same event by callback and by poll is counted once"
+        assert events[0].fields["via"] == "callback"
+        first_id = events[0].labels["event_id"]
+        counted = daemon.registry.get_sample_value(
+            "naver_channel_events_total", {"channel": channel, "event": "PUBLISH_END"}
+        )
+        assert counted == 1
+    finally:
+        await daemon.stop()
+    # An event while the daemon is down, then a restart on the same state: counted once, not lost.
+    real_clock.advance(30)
+    sims.naver.add_event(channel, "PUBLISH_START", callback=False)
+    daemon = Daemon(path, clock=real_clock)
+    await daemon.start(serve=False, schedule=False)
+    try:
+        real_clock.advance(5)
+        snapshots = await daemon.poll_all()
+        naver = next(s for s in snapshots if s.source.kind == "naver")
+        after = {
+            e.labels["event_id"]: e.labels["event"]
+            for e in naver.entities
+            if e.kind == "naver.event"
+        }
+        assert "PUBLISH_START" in after.values(), (
+            "an event from while the daemon was down is not lost"
+        )
+        assert first_id not in after, "an event seen before the restart is not counted again"
+    finally:
+        await daemon.stop()
+
+
+async def test_alerts_survive_a_restart_and_silences_need_the_token(sims, real_clock, tmp_path):
+    path = write_config(tmp_path, sims)
+    daemon = Daemon(path, clock=real_clock)
+    await daemon.start(schedule=False)
+    try:
+        for _ in range(10):
+            real_clock.advance(5)
+            await daemon.poll_all()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{daemon.url}/api/v1/alerts") as resp:
+                before = {
+                    a["fingerprint"]: a
+                    for a in (await resp.json())["data"]
+                    if a["state"] == "firing"
+                }
+            silence = {
+                "matchers": [{"name": "alertname", "value": "OmePushFailed", "isRegex": False}],
+                "endsAt": "2099-01-01T00:00:00Z",
+                "createdBy": "test",
+                "comment": "maintenance",
+            }
+            async with http.post(f"{daemon.url}/api/v1/silences", json=silence) as resp:
+                assert resp.status == 401
+            auth = {"Authorization": f"Bearer {API_TOKEN}"}
+            async with http.post(
+                f"{daemon.url}/api/v1/silences", json=silence, headers=auth
+            ) as resp:
+                assert resp.status == 200
+                silence_id = (await resp.json())["data"]["silenceID"]
+    finally:
+        await daemon.stop()
+    assert before, "some alerts fire after 50 s of the demo schedule"
+    daemon = Daemon(path, clock=real_clock)
+    seen: list[Transition] = []
+    await daemon.start(schedule=False)
+    try:
+        assert daemon.engine is not None
+        daemon.engine.subscribe(seen.extend)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{daemon.url}/api/v1/alerts") as resp:
+                after = {a["fingerprint"]: a for a in (await resp.json())["data"]}
+            for fingerprint, alert in before.items():
+                assert after[fingerprint]["startsAt"] == alert["startsAt"]
+                assert after[fingerprint]["state"] == "firing"
+            push = next(a for a in after.values() if a["labels"]["alertname"] == "OmePushFailed")
+            assert push["silenced"] is True and push["silencedBy"] == [silence_id]
+            async with http.delete(
+                f"{daemon.url}/api/v1/silences/{silence_id}",
+                headers={"Authorization": f"Bearer {API_TOKEN}"},
+            ) as resp:
+                assert (
+                    resp.status == 200
+                    and (await resp.json())["data"]["status"]["state"] == "expired"
+                )
+        real_clock.advance(1)
+        await daemon.poll_all()
+        assert not [t for t in seen if t.kind == "firing" and t.alert.fingerprint in before], (
+            "restored alerts do not fire again"
+        )
+        assert any(
+            t.kind == "unsilenced" and t.alert.labels["alertname"] == "OmePushFailed" for t in seen
+        )
+    finally:
+        await daemon.stop()
