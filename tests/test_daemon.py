@@ -4,7 +4,11 @@ the shipped rules firing on the simulators' scheduled faults, and secrets kept o
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import re
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -45,20 +49,11 @@ def write_config(
     if sims is not None:
         lines += [
             "  ome:",
-            "    - {name: origin, url: %s, access_token: %s, interval: %s, expected_streams: [default/live/main, default/live/news]}"
-            % (sims.ome_url, sims.ome_token, interval),
+            f"    - {{name: origin, url: {sims.ome_url}, access_token: {sims.ome_token}, interval: {interval}, expected_streams: [default/live/main, default/live/news]}}",
             "  smartstream:",
-            "    - {name: demo, url: %s, merchant_id: demo, api_key: demo-api-key, mail_address: ops@example.com, password: demo-password, interval: %s}"
-            % (sims.smartstream_url, interval),
+            f"    - {{name: demo, url: {sims.smartstream_url}, merchant_id: demo, api_key: demo-api-key, mail_address: ops@example.com, password: demo-password, interval: {interval}}}",
             "  naver:",
-            "    - {name: kr, url: %s, access_key: %s, secret_key: %s, interval: %s, callback_token: %s}"
-            % (
-                sims.naver_url,
-                sims.naver_access_key,
-                sims.naver_secret_key,
-                interval,
-                CALLBACK_TOKEN,
-            ),
+            f"    - {{name: kr, url: {sims.naver_url}, access_key: {sims.naver_access_key}, secret_key: {sims.naver_secret_key}, interval: {interval}, callback_token: {CALLBACK_TOKEN}}}",
         ]
     else:
         lines += [
@@ -138,7 +133,7 @@ def waiter(daemon: Daemon, count: int = 1) -> tuple[asyncio.Event, list[Snapshot
 
 async def test_http_endpoints_and_secrets_stay_out(ome, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
-    sim, url = ome
+    _sim, url = ome
     daemon = Daemon(write_config(tmp_path, None, ome_url=url))
     done, _ = waiter(daemon)
     await daemon.start()
@@ -208,7 +203,7 @@ async def test_polls_of_one_source_never_overlap_and_a_slow_source_delays_no_oth
             + f"    - {{name: fast, url: {fast_url}, access_token: {OME_TOKEN}, interval: 100ms}}\n"
         )
         daemon = Daemon(config)
-        done, arrived = waiter(daemon, count=1)
+        _done, arrived = waiter(daemon, count=1)
         slow_done = asyncio.Event()
         daemon.snapshot_listeners.append(
             lambda s: (
@@ -223,7 +218,7 @@ async def test_polls_of_one_source_never_overlap_and_a_slow_source_delays_no_oth
         finally:
             await daemon.stop()
     slow = [s for s in arrived if s.source.name == "origin"]
-    for before, after in zip(slow, slow[1:], strict=False):
+    for before, after in itertools.pairwise(slow):
         assert after.taken_at >= before.taken_at + before.duration, (
             "a poll started before the previous one ended"
         )
@@ -235,7 +230,7 @@ async def test_polls_of_one_source_never_overlap_and_a_slow_source_delays_no_oth
 
 
 async def test_sighup_style_reload_keeps_old_config_on_error(ome, tmp_path, caplog):
-    sim, url = ome
+    _sim, url = ome
     path = write_config(tmp_path, None, ome_url=url)
     daemon = Daemon(path)
     await daemon.start(serve=False, schedule=False)
@@ -401,3 +396,48 @@ async def test_alerts_survive_a_restart_and_silences_need_the_token(sims, real_c
         )
     finally:
         await daemon.stop()
+
+
+async def _line_matching(stream: asyncio.StreamReader, needle: str, within: float = 15) -> str:
+    async def read() -> str:
+        while True:
+            line = (await stream.readline()).decode()
+            if not line:
+                raise AssertionError(f"process ended before logging {needle!r}")
+            if needle in line:
+                return line
+
+    return await asyncio.wait_for(read(), within)
+
+
+async def test_real_process_sighup_with_bad_config_then_sigterm(ome, tmp_path):
+    _sim, url = ome
+    path = write_config(tmp_path, None, ome_url=url)
+    good = path.read_text()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "monitor", "run", "-c", str(path), stderr=asyncio.subprocess.PIPE
+    )
+    assert process.stderr is not None
+    try:
+        started = await _line_matching(process.stderr, "streamwatch started")
+        base = re.search(r"listen=(http://\S+)", started).group(1)  # type: ignore[union-attr]
+        path.write_text(good.replace("interval: 1s", "interval: 1x"))
+        process.send_signal(signal.SIGHUP)
+        rejected = await _line_matching(process.stderr, "reload rejected")
+        assert "sources.ome[0].interval" in rejected
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/metrics") as resp:
+            text = await resp.text()
+        assert "streamwatch_config_last_reload_successful 0.0" in text
+        assert 'streamwatch_source_up{kind="ome",source="origin"}' in text, (
+            "the old config keeps running"
+        )
+        path.write_text(good)
+        process.send_signal(signal.SIGHUP)
+        await _line_matching(process.stderr, "configuration reloaded")
+        process.send_signal(signal.SIGTERM)
+        await _line_matching(process.stderr, "streamwatch stopped")
+        assert await asyncio.wait_for(process.wait(), 15) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
