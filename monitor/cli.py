@@ -13,8 +13,6 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from prometheus_client import generate_latest
-
 from monitor import __version__
 from monitor.config import Config, ConfigError, load_config
 from monitor.logs import setup_logging
@@ -164,7 +162,7 @@ async def cmd_once(config: Config, path: Path, as_metrics: bool) -> int:
     finally:
         await daemon.stop()
     if as_metrics:
-        sys.stdout.write(generate_latest(daemon.registry).decode())
+        sys.stdout.write(daemon.exporter.render()[0].decode())
     else:
         print_entities(snapshots)
     return 0 if all(s.ok for s in snapshots) else 1

@@ -29,7 +29,7 @@ from monitor.alerting.matchers import Matcher
 from monitor.alerting.rules import RuleError, RuleGroup, load_rule_files
 from monitor.alerting.silences import MaintenanceWindow, Silencer
 from monitor.config import Config, ConfigError, SilenceConfig, load_config
-from monitor.export import SnapshotCollector
+from monitor.export import Exporter
 from monitor.model import Snapshot, SourceRef
 from monitor.poller import SourcePoller
 from monitor.sources import build_source, source_configs
@@ -76,7 +76,7 @@ class Daemon:
             ["version"],
             registry=self.registry,
         ).labels(__version__).set(1)
-        self.registry.register(SnapshotCollector(self.pollers))
+        self.exporter = Exporter(self.registry, self.pollers)
         self.registry.register(AlertsCollector(self))
         self.engine: AlertEngine | None = None
         self.silencer: Silencer | None = None

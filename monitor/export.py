@@ -1,9 +1,9 @@
-"""The Prometheus collector over the latest snapshots.
+"""/metrics over the latest snapshots.
 
-Every scrape builds the families afresh from the last good snapshot of each source that is up,
-so a vanished entity's series disappear at once and a down source exports only its health.
-The families are declared in one table (name, type, entity kind, extra labels, value function),
-the shape of Home Assistant's sensor descriptions. No I/O happens here.
+The entity families are rendered from the last good snapshot of each source that is up, so a
+vanished entity's series disappear with the next poll and a down source exports only its
+health. The families are declared in one table (name, type, entity kind, extra labels, value
+function), the shape of Home Assistant's sensor descriptions. No I/O happens here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from monitor.model import Entity
@@ -162,48 +164,147 @@ FAMILIES: tuple[Family, ...] = (
 # fmt: on
 
 
-class SnapshotCollector(Collector):
-    """Builds the entity families and `streamwatch_source_up` from the pollers on each scrape."""
+class SourceHealthCollector(Collector):
+    """`streamwatch_source_up` for every configured source."""
 
-    def __init__(
-        self, pollers: Callable[[], Sequence[SourcePoller]], families: Sequence[Family] = FAMILIES
-    ):
+    def __init__(self, pollers: Callable[[], Sequence[SourcePoller]]):
         self._pollers = pollers
-        self._families = families
-        self._by_kind: dict[str, list[Family]] = {}
-        for family in families:
-            self._by_kind.setdefault(family.kind, []).append(family)
 
     def describe(self) -> list[Metric]:
-        return [self._new(f) for f in self._families] + [self._up()]
+        return [self._family()]
 
     @staticmethod
-    def _new(family: Family) -> Metric:
-        labels = [*family.labels, *family.extra_labels]
-        if family.type == "counter":
-            return CounterMetricFamily(family.name, family.help, labels=labels)
-        return GaugeMetricFamily(family.name, family.help, labels=labels)
-
-    @staticmethod
-    def _up() -> GaugeMetricFamily:
+    def _family() -> GaugeMetricFamily:
         return GaugeMetricFamily(
             "streamwatch_source_up",
             "1 when the last poll of the source succeeded, 0 when it failed or has not finished yet.",
             labels=["kind", "source"],
         )
 
-    def collect(self) -> Iterator[Metric]:
-        up = self._up()
-        metrics = {f.name: self._new(f) for f in self._families}
+    def collect(self) -> list[Metric]:
+        up = self._family()
         for poller in self._pollers():
             up.add_metric([poller.ref.kind, poller.ref.name], 1.0 if poller.up else 0.0)
-            if not poller.up or poller.last_good is None:
+        return [up]
+
+
+def _escape_label(value: str) -> str:
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return value
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _format_value(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "+Inf" if value > 0 else "-Inf"
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+class EntityExposition:
+    """Renders the entity families of the sources that are up, in the Prometheus text format
+    or OpenMetrics, and keeps the result until a source's snapshot changes.
+
+    Rendering here rather than through prometheus_client's generic writer is a measured
+    choice: for 10,000 streams (~230,000 samples) the generic path builds a Sample object and
+    re-escapes the shared labels for every sample (2.5 s a scrape); here each entity's
+    identity labels are escaped once and a scrape between two polls costs nothing.
+    """
+
+    def __init__(
+        self, pollers: Callable[[], Sequence[SourcePoller]], families: Sequence[Family] = FAMILIES
+    ):
+        self._pollers = pollers
+        self._families = tuple(families)
+        self._by_kind: dict[str, list[tuple[int, Family]]] = {}
+        for index, family in enumerate(self._families):
+            self._by_kind.setdefault(family.kind, []).append((index, family))
+        self._cache: dict[bool, tuple[tuple[Any, ...], bytes]] = {}
+
+    def render(self, openmetrics: bool = False) -> bytes:
+        sources = tuple((p.ref, p.last_good if p.up else None) for p in self._pollers())
+        cached = self._cache.get(openmetrics)
+        if cached is not None and _same(cached[0], sources):
+            return cached[1]
+        body = self._render(sources, openmetrics)
+        self._cache[openmetrics] = (sources, body)
+        return body
+
+    def _render(self, sources: Sequence[tuple[Any, Any]], openmetrics: bool) -> bytes:
+        lines: list[list[str]] = [[] for _ in self._families]
+        sample_names = [self._sample_name(f) for f in self._families]
+        for _, snapshot in sources:
+            if snapshot is None:
                 continue  # a down source exports no entity series: no stale numbers
-            for entity in poller.last_good.entities:
-                for family in self._by_kind.get(entity.kind, ()):
-                    identity = [entity.labels.get(name, "") for name in family.labels]
-                    metric = metrics[family.name]
+            for entity in snapshot.entities:
+                families = self._by_kind.get(entity.kind)
+                if not families:
+                    continue
+                prefixes: dict[tuple[str, ...], str] = {}
+                for index, family in families:
+                    prefix = prefixes.get(family.labels)
+                    if prefix is None:
+                        prefix = ",".join(
+                            f'{name}="{_escape_label(entity.labels.get(name, ""))}"'
+                            for name in family.labels
+                        )
+                        prefixes[family.labels] = prefix
+                    out = lines[index]
+                    head = f"{sample_names[index]}{{{prefix}"
                     for extra, value in family.values(entity):
-                        metric.add_metric([*identity, *extra], value)
-        yield up
-        yield from metrics.values()
+                        if extra:
+                            pairs = "".join(
+                                f',{n}="{_escape_label(v)}"'
+                                for n, v in zip(family.extra_labels, extra, strict=True)
+                            )
+                            out.append(f"{head}{pairs}}} {_format_value(value)}\n")
+                        else:
+                            out.append(f"{head}}} {_format_value(value)}\n")
+        chunks: list[str] = []
+        for family, samples in zip(self._families, lines, strict=True):
+            base = family.name.removesuffix("_total") if family.type == "counter" else family.name
+            declared = base if openmetrics or family.type != "counter" else f"{base}_total"
+            chunks.append(
+                f"# HELP {declared} {_escape_help(family.help)}\n# TYPE {declared} {family.type}\n"
+            )
+            chunks.append("".join(samples))
+        return "".join(chunks).encode()
+
+    @staticmethod
+    def _sample_name(family: Family) -> str:
+        if family.type == "counter":
+            return family.name.removesuffix("_total") + "_total"
+        return family.name
+
+
+def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    return len(a) == len(b) and all(
+        x[0] == y[0] and x[1] is y[1] for x, y in zip(a, b, strict=True)
+    )
+
+
+class Exporter:
+    """/metrics: the daemon's own registry (prometheus_client's writer) followed by the entity
+    families (EntityExposition), in the format the scraper asked for."""
+
+    def __init__(self, registry: CollectorRegistry, pollers: Callable[[], Sequence[SourcePoller]]):
+        self.registry = registry
+        registry.register(SourceHealthCollector(pollers))
+        self.entities = EntityExposition(pollers)
+
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        encoder, content_type = choose_encoder(accept)
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        own = encoder(self.registry)
+        entities = self.entities.render(openmetrics)
+        if openmetrics:
+            # One `# EOF` may end an OpenMetrics exposition, and it must be last.
+            return own.removesuffix(b"# EOF\n") + entities + b"# EOF\n", content_type
+        return own + entities, content_type

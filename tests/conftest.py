@@ -22,3 +22,19 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+def scrape(exporter) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of an Exporter's text output, parsed back by prometheus_client's parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = exporter.render()[0].decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def sample(exporter, name: str, **labels: str) -> float | None:
+    return scrape(exporter).get((name, frozenset(labels.items())))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import FakeClock
+from conftest import FakeClock, sample
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.alerting.engine import Transition
@@ -304,8 +304,8 @@ async def test_naver_callback_route_dedup_and_cursor_across_restart(sims, real_c
         assert len(events) == 1, "the same event by callback and by poll is counted once"
         assert events[0].fields["via"] == "callback"
         first_id = events[0].labels["event_id"]
-        counted = daemon.registry.get_sample_value(
-            "naver_channel_events_total", {"channel": channel, "event": "PUBLISH_END"}
+        counted = sample(
+            daemon.exporter, "naver_channel_events_total", channel=channel, event="PUBLISH_END"
         )
         assert counted == 1
     finally:

@@ -11,11 +11,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.config import OmeSourceConfig
-from monitor.export import SnapshotCollector
+from monitor.export import Exporter
 from monitor.poller import SourcePoller
 from monitor.sim.ome import OmeSim, build_ome_app
 from monitor.sim.serve import serve
@@ -221,8 +221,8 @@ async def test_actions_reach_the_simulator(sim, sim_url, clock, tmp_path: Path):
     assert ("POST", "/v1/vhosts/default/apps/live:stopPush") in mutating
 
 
-def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = generate_latest(registry).decode()
+def samples(exporter: Exporter) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = exporter.render()[0].decode()
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)
@@ -235,10 +235,10 @@ async def test_exported_numbers_match_the_simulator(sim, sim_url, clock, caplog)
     registry = CollectorRegistry()
     source = make_source(sim_url, clock, registry)
     poller = SourcePoller(source, source.context.metrics, clock=clock)
-    registry.register(SnapshotCollector(lambda: [poller]))
+    exporter = Exporter(registry, lambda: [poller])
     await source.open()
     await poller.refresh()
-    values = samples(registry)
+    values = samples(exporter)
     ids = {"server": "origin-1", "vhost": "default", "app": "live", "stream": "main"}
 
     def value(name: str, **extra: str) -> float:
@@ -284,13 +284,13 @@ async def test_exported_numbers_match_the_simulator(sim, sim_url, clock, caplog)
     sim.remove_stream("default/live/second")
     clock.advance(5)
     await poller.refresh()
-    values = samples(registry)
+    values = samples(exporter)
     assert not any(dict(k).get("stream") == "second" for _, k in values)
     # The source fails: up 0 and no entity series at all.
     sim.fail(count=None)
     clock.advance(5)
     await poller.refresh()
-    values = samples(registry)
+    values = samples(exporter)
     assert values[("streamwatch_source_up", (("kind", "ome"), ("source", "origin-1")))] == 0
     assert not any(name.startswith("ome_") for name, _ in values)
     assert (
@@ -303,6 +303,6 @@ async def test_exported_numbers_match_the_simulator(sim, sim_url, clock, caplog)
         == 1
     )
     await source.close()
-    text = generate_latest(registry).decode() + caplog.text
+    text = exporter.render()[0].decode() + caplog.text
     assert TOKEN not in text and base64.b64encode(TOKEN.encode()).decode() not in text
     assert "source down" in caplog.text

@@ -847,5 +847,7 @@ async def test_demo_faults_unfold_within_the_first_minutes(clock: FakeClock) -> 
         clock.advance(10)  # +41: the burst of five 500s
         statuses = [(await client.get("/v1/vhosts")).status for _ in range(6)]
         assert statuses == [500] * 5 + [200]
-        clock.advance(20)  # +61: news reconnected
+        clock.advance(20)  # +61: news still away (long enough for OmeExpectedStreamMissing)
+        assert "news" not in await client.ok("GET", f"{live}/streams")
+        clock.advance(30)  # +91: news reconnected
         assert "news" in await client.ok("GET", f"{live}/streams")

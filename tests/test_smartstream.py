@@ -561,11 +561,11 @@ async def test_no_secret_in_logs_errors_reprs_or_metrics(clock, registry, connec
         lambda: sim.fail(400, "BAD_REQUEST"),
         lambda: sim.unauthorized(count=2),
         sim.bad_json,
-        lambda: sim.delay(0.2),
+        lambda: sim.delay(0.8),
         lambda: sim.set_rate_limit(0),
     ]
     async with connect(
-        sim, token=None, mail_address=MAIL, password=PASSWORD, timeout="50ms"
+        sim, token=None, mail_address=MAIL, password=PASSWORD, timeout="400ms"
     ) as source:
         texts += [repr(source), repr(source.client), repr(source.config), str(source.config)]
         for fault in faults:
