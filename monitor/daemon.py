@@ -316,6 +316,9 @@ class Daemon:
         return [s for s in results if s is not None]
 
     def _publish(self, snapshot: Snapshot) -> None:
+        if snapshot.ok and self._runner is not None:
+            # Render the new snapshot for the scraper now, off the loop, not when it asks.
+            self._spawn(asyncio.to_thread(self.exporter.warm))
         for listener in self.snapshot_listeners:
             try:
                 listener(snapshot)

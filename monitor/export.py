@@ -8,8 +8,11 @@ function), the shape of Home Assistant's sensor descriptions. No I/O happens her
 
 from __future__ import annotations
 
+import threading
+import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry
@@ -208,6 +211,28 @@ def _format_value(value: float) -> str:
     return repr(value)
 
 
+@dataclass
+class Rendered:
+    """The entity families of one set of snapshots in one format: one chunk per family, and,
+    once a scraper asks for gzip, the compressed text plus the compressor's state, so that each
+    scrape only compresses the daemon's own few lines after it. Once gzipped, the plain text
+    (26 MB for 10,000 streams, ten times the gzip) is let go; a plain scrape renders again."""
+
+    sources: tuple[Any, ...]
+    chunks: list[bytes] | None
+    gzip_body: bytes | None = None
+    gzip_state: Any = None  # zlib compressobj positioned after the entity text
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def gzipped(self) -> tuple[bytes, Any]:
+        with self._lock:  # a scrape and the post-poll warm-up may ask at once
+            if self.gzip_state is None:
+                compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # level 1: ~10x, fast
+                body = b"".join(compressor.compress(chunk) for chunk in self.chunks or ())
+                self.gzip_body, self.gzip_state, self.chunks = body, compressor, None
+            return self.gzip_body, self.gzip_state  # type: ignore[return-value]
+
+
 class EntityExposition:
     """Renders the entity families of the sources that are up, in the Prometheus text format
     or OpenMetrics, and keeps the result until a source's snapshot changes.
@@ -215,7 +240,7 @@ class EntityExposition:
     Rendering here rather than through prometheus_client's generic writer is a measured
     choice: for 10,000 streams (~230,000 samples) the generic path builds a Sample object and
     re-escapes the shared labels for every sample (2.5 s a scrape); here each entity's
-    identity labels are escaped once and a scrape between two polls costs nothing.
+    identity labels are escaped once, and a scrape between two polls renders nothing.
     """
 
     def __init__(
@@ -223,59 +248,77 @@ class EntityExposition:
     ):
         self._pollers = pollers
         self._families = tuple(families)
-        self._by_kind: dict[str, list[tuple[int, Family]]] = {}
-        for index, family in enumerate(self._families):
-            self._by_kind.setdefault(family.kind, []).append((index, family))
-        self._cache: dict[bool, tuple[tuple[Any, ...], bytes]] = {}
+        self._cache: dict[bool, Rendered] = {}
+        # Scrapes and the post-poll warm-up render in worker threads: one renders, the other
+        # waits for it and takes the result.
+        self._lock = threading.Lock()
 
-    def render(self, openmetrics: bool = False) -> bytes:
-        sources = tuple((p.ref, p.last_good if p.up else None) for p in self._pollers())
-        cached = self._cache.get(openmetrics)
-        if cached is not None and _same(cached[0], sources):
-            return cached[1]
-        body = self._render(sources, openmetrics)
-        self._cache[openmetrics] = (sources, body)
-        return body
+    def render(self, openmetrics: bool = False, *, text: bool = False) -> Rendered:
+        """The rendering of the current snapshots; with `text`, one that still has its plain
+        text (a gzip-only one is rendered again)."""
+        with self._lock:
+            sources = tuple((p.ref, p.last_good if p.up else None) for p in self._pollers())
+            cached = self._cache.get(openmetrics)
+            fresh = cached is not None and _same(cached.sources, sources)
+            if fresh and (not text or cached.chunks is not None):  # type: ignore[union-attr]
+                return cached  # type: ignore[return-value]
+            rendered = Rendered(sources, self._render(sources, openmetrics))
+            self._cache[openmetrics] = rendered
+            return rendered
 
-    def _render(self, sources: Sequence[tuple[Any, Any]], openmetrics: bool) -> bytes:
-        lines: list[list[str]] = [[] for _ in self._families]
-        sample_names = [self._sample_name(f) for f in self._families]
+    def _render(self, sources: Sequence[tuple[Any, Any]], openmetrics: bool) -> list[bytes]:
+        by_kind: dict[str, list[Entity]] = {}
         for _, snapshot in sources:
             if snapshot is None:
                 continue  # a down source exports no entity series: no stale numbers
             for entity in snapshot.entities:
-                families = self._by_kind.get(entity.kind)
-                if not families:
-                    continue
-                prefixes: dict[tuple[str, ...], str] = {}
-                for index, family in families:
-                    prefix = prefixes.get(family.labels)
-                    if prefix is None:
-                        prefix = ",".join(
-                            f'{name}="{_escape_label(entity.labels.get(name, ""))}"'
-                            for name in family.labels
-                        )
-                        prefixes[family.labels] = prefix
-                    out = lines[index]
-                    head = f"{sample_names[index]}{{{prefix}"
-                    for extra, value in family.values(entity):
-                        if extra:
-                            pairs = "".join(
-                                f',{n}="{_escape_label(v)}"'
-                                for n, v in zip(family.extra_labels, extra, strict=True)
-                            )
-                            out.append(f"{head}{pairs}}} {_format_value(value)}\n")
-                        else:
-                            out.append(f"{head}}} {_format_value(value)}\n")
-        chunks: list[str] = []
-        for family, samples in zip(self._families, lines, strict=True):
+                by_kind.setdefault(entity.kind, []).append(entity)
+        # Each entity's identity labels are escaped once and shared by all its families.
+        prefixes: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+        chunks: list[bytes] = []
+        for family in self._families:
+            members = by_kind.get(family.kind, ())
+            key = (family.kind, family.labels)
+            if key not in prefixes:
+                prefixes[key] = [
+                    ",".join(f'{n}="{_escape_label(e.labels.get(n, ""))}"' for n in family.labels)
+                    for e in members
+                ]
+            name = self._sample_name(family)
             base = family.name.removesuffix("_total") if family.type == "counter" else family.name
-            declared = base if openmetrics or family.type != "counter" else f"{base}_total"
-            chunks.append(
+            declared = base if openmetrics or family.type != "counter" else name
+            lines = [
                 f"# HELP {declared} {_escape_help(family.help)}\n# TYPE {declared} {family.type}\n"
-            )
-            chunks.append("".join(samples))
-        return "".join(chunks).encode()
+            ]
+            append = lines.append
+            extra_names = family.extra_labels
+            single = extra_names[0] if len(extra_names) == 1 else None
+            # Extra label values repeat (protocols, states): escape each distinct one once.
+            escaped: dict[str, str] = {}
+            values = family.values
+            for entity, prefix in zip(members, prefixes[key], strict=True):
+                for extra, value in values(entity):
+                    text = (
+                        str(int(value))
+                        if value.is_integer() and -1e15 < value < 1e15
+                        else _format_value(value)
+                    )
+                    if single is not None:
+                        label = escaped.get(extra[0])
+                        if label is None:
+                            label = escaped[extra[0]] = f'{single}="{_escape_label(extra[0])}"'
+                        append(f"{name}{{{prefix},{label}}} {text}\n")
+                    elif extra:
+                        pairs = "".join(
+                            f',{n}="{_escape_label(v)}"'
+                            for n, v in zip(extra_names, extra, strict=True)
+                        )
+                        append(f"{name}{{{prefix}{pairs}}} {text}\n")
+                    else:
+                        append(f"{name}{{{prefix}}} {text}\n")
+            # Encoded family by family, so the whole text never exists twice (str and bytes).
+            chunks.append("".join(lines).encode())
+        return chunks
 
     @staticmethod
     def _sample_name(family: Family) -> str:
@@ -298,13 +341,41 @@ class Exporter:
         self.registry = registry
         registry.register(SourceHealthCollector(pollers))
         self.entities = EntityExposition(pollers)
+        self.last_scrape: tuple[str, str, float] | None = None
 
-    def render(self, accept: str = "") -> tuple[bytes, str]:
+    def render_payload(
+        self, accept: str = "", accept_encoding: str = ""
+    ) -> tuple[list[bytes], str, str | None]:
+        """(body chunks, content type, content encoding). The entity text comes first and the
+        daemon's own metrics after it, so a gzip body is the cached compressed entity text
+        continued with a copy of the compressor: one gzip stream, compressed once per poll."""
         encoder, content_type = choose_encoder(accept)
         openmetrics = content_type.startswith("application/openmetrics-text")
         own = encoder(self.registry)
-        entities = self.entities.render(openmetrics)
         if openmetrics:
             # One `# EOF` may end an OpenMetrics exposition, and it must be last.
-            return own.removesuffix(b"# EOF\n") + entities + b"# EOF\n", content_type
-        return own + entities, content_type
+            own = own.removesuffix(b"# EOF\n") + b"# EOF\n"
+        self.last_scrape = (accept, accept_encoding, time.monotonic())
+        if "gzip" in accept_encoding.lower():
+            body, state = self.entities.render(openmetrics).gzipped()
+            compressor = state.copy()
+            return [body, compressor.compress(own), compressor.flush()], content_type, "gzip"
+        rendered = self.entities.render(openmetrics, text=True)
+        return [*(rendered.chunks or ()), own], content_type, None
+
+    def warm(self, within: float = 600.0) -> bool:
+        """Render (and gzip) the latest snapshots the way the last scraper wanted them, if
+        anyone scraped in the last `within` seconds. Called after each poll, in a worker
+        thread, so that scrapes find the text ready instead of waiting for it."""
+        if self.last_scrape is None or time.monotonic() - self.last_scrape[2] > within:
+            return False
+        accept, accept_encoding, _ = self.last_scrape
+        _, content_type = choose_encoder(accept)
+        rendered = self.entities.render(content_type.startswith("application/openmetrics-text"))
+        if "gzip" in accept_encoding.lower():
+            rendered.gzipped()
+        return True
+
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        chunks, content_type, _ = self.render_payload(accept)
+        return b"".join(chunks), content_type

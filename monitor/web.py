@@ -90,14 +90,24 @@ def require_token(handler: Handler) -> Handler:
     return checked
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def metrics(request: web.Request) -> web.StreamResponse:
     # Rendering 10,000 streams takes a fraction of a second: a worker thread keeps the loop
     # (polls, callbacks, /healthz) turning meanwhile. Snapshots are immutable, so it is safe.
     accept = ",".join(request.headers.getall("Accept", []))
-    body, content_type = await asyncio.to_thread(request.app[VIEW].exporter.render, accept)
-    response = web.Response(body=body, headers={"Content-Type": content_type})
-    if len(body) > 4096:
-        response.enable_compression()  # only when the scraper accepts gzip/deflate
+    encoding = request.headers.get("Accept-Encoding", "")
+    exporter = request.app[VIEW].exporter
+    chunks, content_type, content_encoding = await asyncio.to_thread(
+        exporter.render_payload, accept, encoding
+    )
+    headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
+    if content_encoding:
+        headers["Content-Encoding"] = content_encoding
+    response = web.StreamResponse(headers=headers)
+    response.content_length = sum(map(len, chunks))
+    await response.prepare(request)
+    for chunk in chunks:
+        await response.write(chunk)
+    await response.write_eof()
     return response
 
 

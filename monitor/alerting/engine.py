@@ -377,7 +377,10 @@ class AlertEngine:
         previous = self._previous.get(source, {})
         current: dict[Any, tuple[Mapping[str, FieldValue], float]] = {}
         rows: dict[str, list[_Row]] = {}
+        wanted = {rule.kind for rule in self.rules.values()}
         for entity in snapshot.entities:
+            if entity.kind not in wanted:
+                continue  # no rule reads this kind: no context to build, no history to keep
             key = entity.key
             before = previous.get(key)
             ctx = EvalContext(
