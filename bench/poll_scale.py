@@ -107,83 +107,72 @@ async def floor_poll(url: str, concurrency: int) -> tuple[float, float, int]:
         return time.perf_counter() - started, time.process_time() - cpu, requests
 
 
-async def run(args: argparse.Namespace) -> None:
+async def run(args: argparse.Namespace, url: str) -> None:
     from monitor.daemon import Daemon
 
-    sim = subprocess.Popen(
-        [sys.executable, "-c", SIM_PROCESS, TOKEN, str(args.apps), str(args.streams_per_app)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert sim.stdout is not None
-        url = sim.stdout.readline().strip()
-        with tempfile.TemporaryDirectory() as state:
-            config = Path(state) / "bench.yaml"
-            config.write_text(
-                f"listen: 127.0.0.1:0\nstate_dir: {state}\nsources:\n  ome:\n"
-                f"    - {{name: bench, url: {url}, access_token: {TOKEN}, interval: 1h, timeout: 30s, "
-                f"concurrency: {args.concurrency}}}\n"
-            )
-            daemon = Daemon(config)
-            await daemon.start(schedule=False)
-            try:
-                polls, cpus, renders, scrapes = [], [], [], []
-                async with aiohttp.ClientSession() as http:
+    with tempfile.TemporaryDirectory() as state:
+        config = Path(state) / "bench.yaml"
+        config.write_text(
+            f"listen: 127.0.0.1:0\nstate_dir: {state}\nsources:\n  ome:\n"
+            f"    - {{name: bench, url: {url}, access_token: {TOKEN}, interval: 1h, timeout: 30s, "
+            f"concurrency: {args.concurrency}}}\n"
+        )
+        daemon = Daemon(config)
+        await daemon.start(schedule=False)
+        try:
+            polls, cpus, renders, scrapes = [], [], [], []
+            async with aiohttp.ClientSession() as http:
 
-                    async def scrape() -> tuple[float, bytes]:
-                        started = time.perf_counter()
-                        async with http.get(f"{daemon.url}/metrics") as resp:
-                            body = await resp.read()
-                        return time.perf_counter() - started, body
+                async def scrape() -> tuple[float, bytes]:
+                    started = time.perf_counter()
+                    async with http.get(f"{daemon.url}/metrics") as resp:
+                        body = await resp.read()
+                    return time.perf_counter() - started, body
 
-                    for round_ in range(args.rounds + 1):
-                        started, cpu = time.perf_counter(), time.process_time()
-                        [snapshot] = await daemon.poll_all()
-                        wall, used = time.perf_counter() - started, time.process_time() - cpu
-                        assert snapshot.ok, snapshot.failure
-                        if round_ == 0:
-                            await scrape()  # a scraper appears: from now on polls pre-render
-                        started = time.perf_counter()
-                        # The daemon renders each new snapshot in a worker thread after the
-                        # poll; this waits for that render (or does it, if none is running).
-                        await asyncio.to_thread(daemon.exporter.warm)
-                        render = time.perf_counter() - started
-                        took, body = await scrape()
-                        if round_:  # the first round opens the connections
-                            polls.append(wall)
-                            cpus.append(used)
-                            renders.append(render)
-                            scrapes.append(took)
-                # The daemon's own footprint, before the floor loop below adds its garbage.
-                rss = rss_mb()
-                floors, floor_cpus = [], []
                 for round_ in range(args.rounds + 1):
-                    wall, used, requests = await floor_poll(url, args.concurrency)
-                    if round_:
-                        floors.append(wall)
-                        floor_cpus.append(used)
-                size = len(body)
-                streams = sum(1 for e in snapshot.entities if e.kind == "ome.stream")
-                poll, floor = statistics.median(polls), statistics.median(floors)
-                print(
-                    f"streams={streams} requests/poll={requests} concurrency={args.concurrency} rounds={args.rounds}"
-                )
-                print(f"poll:     wall {poll:.2f} s   cpu {statistics.median(cpus):.2f} s")
-                print(f"floor:    wall {floor:.2f} s   cpu {statistics.median(floor_cpus):.2f} s")
-                print(f"ratio poll/floor: {poll / floor:.2f}")
-                lines = body.count(b"\n")
-                print(
-                    f"/metrics: scrape {statistics.median(scrapes) * 1000:.0f} ms (gzip); "
-                    f"render after each poll {statistics.median(renders) * 1000:.0f} ms in a worker thread; "
-                    f"{size / 1e6:.1f} MB, {lines} lines"
-                )
-                print(f"RSS:      {rss:.0f} MB")
-            finally:
-                await daemon.stop()
-    finally:
-        sim.terminate()
-        sim.wait(timeout=10)
+                    started, cpu = time.perf_counter(), time.process_time()
+                    [snapshot] = await daemon.poll_all()
+                    wall, used = time.perf_counter() - started, time.process_time() - cpu
+                    assert snapshot.ok, snapshot.failure
+                    if round_ == 0:
+                        await scrape()  # a scraper appears: from now on polls pre-render
+                    started = time.perf_counter()
+                    # The daemon renders each new snapshot in a worker thread after the
+                    # poll; this waits for that render (or does it, if none is running).
+                    await asyncio.to_thread(daemon.exporter.warm)
+                    render = time.perf_counter() - started
+                    took, body = await scrape()
+                    if round_:  # the first round opens the connections
+                        polls.append(wall)
+                        cpus.append(used)
+                        renders.append(render)
+                        scrapes.append(took)
+            # The daemon's own footprint, before the floor loop below adds its garbage.
+            rss = rss_mb()
+            floors, floor_cpus = [], []
+            for round_ in range(args.rounds + 1):
+                wall, used, requests = await floor_poll(url, args.concurrency)
+                if round_:
+                    floors.append(wall)
+                    floor_cpus.append(used)
+            size = len(body)
+            streams = sum(1 for e in snapshot.entities if e.kind == "ome.stream")
+            poll, floor = statistics.median(polls), statistics.median(floors)
+            print(
+                f"streams={streams} requests/poll={requests} concurrency={args.concurrency} rounds={args.rounds}"
+            )
+            print(f"poll:     wall {poll:.2f} s   cpu {statistics.median(cpus):.2f} s")
+            print(f"floor:    wall {floor:.2f} s   cpu {statistics.median(floor_cpus):.2f} s")
+            print(f"ratio poll/floor: {poll / floor:.2f}")
+            lines = body.count(b"\n")
+            print(
+                f"/metrics: scrape {statistics.median(scrapes) * 1000:.0f} ms (gzip); "
+                f"render after each poll {statistics.median(renders) * 1000:.0f} ms in a worker thread; "
+                f"{size / 1e6:.1f} MB, {lines} lines"
+            )
+            print(f"RSS:      {rss:.0f} MB")
+        finally:
+            await daemon.stop()
 
 
 def main() -> None:
@@ -196,7 +185,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    asyncio.run(run(args))
+    sim = subprocess.Popen(
+        [sys.executable, "-c", SIM_PROCESS, TOKEN, str(args.apps), str(args.streams_per_app)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert sim.stdout is not None
+        asyncio.run(run(args, sim.stdout.readline().strip()))
+    finally:
+        sim.terminate()
+        sim.wait(timeout=10)
 
 
 if __name__ == "__main__":

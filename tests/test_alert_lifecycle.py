@@ -254,4 +254,4 @@ def test_reload_carries_state_and_resolves_removed_rules(rules_file, clock):
     engine.update_rules([])
     assert kinds(seen)[-1] == ("resolved", "Missing")
     assert engine.active_alerts() == []
-    assert INACTIVE == seen[-1].alert.state
+    assert seen[-1].alert.state == INACTIVE
