@@ -142,8 +142,12 @@ def evaluate_rule(
     errors: list[str] = []
     seen: set[str] = set()
     templated_labels = len(rule.static_labels) != len(rule.labels)
+    test = rule.expr.unchecked_test
     for row in rows:
-        truth, value = rule.expr.test(row.ctx)
+        try:
+            truth, value = test(row.ctx)
+        except Exception:
+            continue  # an unknown (missing field, type error) is false, as Expr.test says
         if not truth:
             continue
         entity = row.entity

@@ -131,6 +131,12 @@ class Expr:
         except Exception as exc:
             raise Missing(str(exc)) from exc
 
+    @property
+    def unchecked_test(self) -> TestFn:
+        """`test` without its guard: may raise on an unknown. For callers that evaluate many
+        entities in one loop and catch there (a call frame per evaluation saved)."""
+        return self._test
+
     def test(self, ctx: EvalContext) -> tuple[bool, Any]:
         """(truth, value); never raises. `value` is the left operand of the deciding top-level
         comparison (Prometheus's `$value`), else the expression's own value. Unknown → (False, None).
