@@ -159,10 +159,12 @@ async def cmd_once(config: Config, path: Path, as_metrics: bool) -> int:
     await daemon.start(serve=False, schedule=False)
     try:
         snapshots = await daemon.poll_all()
+        # Rendered before stop(): stopping lets go of the sources and their snapshots.
+        text = daemon.exporter.render()[0].decode() if as_metrics else ""
     finally:
         await daemon.stop()
     if as_metrics:
-        sys.stdout.write(daemon.exporter.render()[0].decode())
+        sys.stdout.write(text)
     else:
         print_entities(snapshots)
     return 0 if all(s.ok for s in snapshots) else 1

@@ -1,0 +1,84 @@
+"""The command line: once (table and --metrics), alerts against a running daemon, --version."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from monitor import __version__
+from monitor.cli import main
+from monitor.daemon import Daemon
+from monitor.sim.ome import OmeSim, build_ome_app
+from monitor.sim.serve import serve
+
+TOKEN = "cli-test-token"
+
+
+def config_for(tmp_path: Path, url: str) -> Path:
+    path = tmp_path / "streamwatch.yaml"
+    path.write_text(
+        f"listen: 127.0.0.1:0\nstate_dir: {tmp_path / 'state'}\n"
+        "rule_files: []\n"
+        f"sources:\n  ome:\n    - {{name: origin, url: {url}, access_token: {TOKEN}, "
+        "expected_streams: [default/live/main, default/live/ghost]}\n"
+    )
+    return path
+
+
+async def test_once_prints_entities_and_metrics(tmp_path, capsys):
+    sim = OmeSim(TOKEN, clock=time.time)
+    sim.add_stream("default/live/main", bitrate=1_000_000)
+    async with serve(build_ome_app(sim)) as url:
+        path = config_for(tmp_path, url)
+        # `once` runs its own event loop, so it gets a thread of its own here.
+        assert await asyncio.to_thread(main, ["once", "-c", str(path)]) == 0
+        table = capsys.readouterr().out
+        assert await asyncio.to_thread(main, ["once", "-c", str(path), "--metrics"]) == 0
+        metrics = capsys.readouterr().out
+        sim.unauthorized()
+        assert await asyncio.to_thread(main, ["once", "-c", str(path)]) == 1
+        failed = capsys.readouterr().out
+    assert "ome.stream" in table and "default/live/main" in table
+    assert "default/live/ghost" in table and "present=false" in table
+    assert (
+        'ome_stream_present{server="origin",vhost="default",app="live",stream="ghost"} 0' in metrics
+    )
+    assert "POLL FAILED" in failed and "unauthorized" in failed
+    assert TOKEN not in table + metrics + failed
+
+
+async def test_alerts_command_reads_the_running_daemon(tmp_path, capsys):
+    sim = OmeSim(TOKEN, clock=time.time)
+    async with serve(build_ome_app(sim)) as url:
+        path = config_for(tmp_path, url)
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(
+            "groups:\n  - name: g\n    rules:\n      - {alert: Missing, kind: ome.stream, expr: not present}\n"
+        )
+        path.write_text(path.read_text().replace("rule_files: []", f"rule_files: [{rules}]"))
+        daemon = Daemon(path)
+        await daemon.start(schedule=False)
+        try:
+            await daemon.poll_all()
+            code = await asyncio.to_thread(main, ["alerts", "-c", str(path), "--url", daemon.url])
+        finally:
+            await daemon.stop()
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "firing" in out and "Missing" in out and "stream=ghost" in out and "stream=main" in out
+
+
+def test_alerts_command_without_a_daemon_fails_clearly(tmp_path, capsys, unused_tcp_port):
+    path = config_for(tmp_path, "http://127.0.0.1:1")
+    assert main(["alerts", "-c", str(path), "--url", f"http://127.0.0.1:{unused_tcp_port}"]) == 1
+    assert "cannot read alerts" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"streamwatch {__version__}"
