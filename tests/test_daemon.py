@@ -88,6 +88,13 @@ async def test_shipped_rules_fire_on_the_simulators_scheduled_faults(sims, real_
         for _ in range(24):  # two simulated minutes, a poll of every source each 5 s
             real_clock.advance(5)
             await daemon.poll_all()
+        firing_now = {
+            a.labels["alertname"] for a, _ in daemon.engine.active_alerts() if a.state == "firing"
+        }
+        for name in firing_now:
+            assert (
+                sample(daemon.exporter, "streamwatch_alerts", alertname=name, state="firing") >= 1
+            )
     finally:
         await daemon.stop()
     fired = {t.alert.labels["alertname"] for t in seen if t.kind == "firing"}
@@ -436,6 +443,55 @@ async def test_real_process_sighup_with_bad_config_then_sigterm(ome, tmp_path):
         await _line_matching(process.stderr, "configuration reloaded")
         process.send_signal(signal.SIGTERM)
         await _line_matching(process.stderr, "streamwatch stopped")
+        assert await asyncio.wait_for(process.wait(), 15) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_reload_with_a_bad_rule_file_keeps_the_old_rules(ome, tmp_path, caplog):
+    _sim, url = ome
+    rules = tmp_path / "extra.yaml"
+    rules.write_text(
+        "groups:\n  - name: extra\n    rules:\n      - {alert: Listed, kind: ome.stream, expr: present}\n"
+    )
+    path = write_config(tmp_path, None, ome_url=url)
+    path.write_text(
+        path.read_text().replace(f'rule_files: ["{SHIPPED_RULES}"]', f'rule_files: ["{rules}"]')
+    )
+    daemon = Daemon(path)
+    await daemon.start(serve=False, schedule=False)
+    try:
+        assert daemon.engine is not None
+        before = set(daemon.engine.rules)
+        rules.write_text(rules.read_text().replace("expr: present", "expr: present and"))
+        assert await daemon.reload() is False
+        assert f"{rules}:4: rule 'Listed'" in caplog.text
+        assert set(daemon.engine.rules) == before
+        assert daemon.registry.get_sample_value("streamwatch_config_last_reload_successful") == 0
+        await daemon.poll_all()
+        assert [a.labels["alertname"] for a, _ in daemon.engine.active_alerts()] == ["Listed"]
+    finally:
+        await daemon.stop()
+
+
+async def test_simulate_command_prints_urls_and_stops_on_sigint():
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "monitor",
+        "simulate",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert process.stdout is not None
+    try:
+        ome_line = await _line_matching(process.stdout, "OME ")
+        url = re.search(r"(http://127\.0\.0\.1:\d+)", ome_line).group(1)  # type: ignore[union-attr]
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/v1/vhosts") as resp:
+            assert resp.status == 401, "the simulator checks auth like OME"
+        process.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(process.wait(), 15) == 0
     finally:
         if process.returncode is None:
