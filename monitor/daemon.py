@@ -88,6 +88,7 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._store: Store | None = None
         self._stopped = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
         self._watchdog_task: asyncio.Task[None] | None = None
         self.url: str | None = None
 
@@ -124,6 +125,9 @@ class Daemon:
             source_down_after=self.config.alerting.source_down_after,
         )
         self.snapshot_listeners.insert(0, self.engine.on_snapshot)
+        configured = {f"{kind}/{name}" for kind, name in source_configs(self.config.sources)}
+        for source in self.engine.sources() - configured:
+            self.engine.forget_source(source)  # a source removed while the daemon was down
         if schedule:
             self._scheduler = AsyncIOScheduler(timezone=UTC)
             self._scheduler.start()
@@ -188,8 +192,20 @@ class Daemon:
         await self._stopped.wait()
 
     async def reload(self) -> bool:
-        """Parse and validate everything first; on any error keep the running config."""
-        systemd.reloading()
+        """Parse and validate everything first; on any error keep the running config.
+        Reloads run one at a time: two quick SIGHUPs must not interleave their source diffs."""
+        async with self._reload_lock:
+            systemd.reloading()
+            try:
+                return await self._reload()
+            except Exception:
+                log.exception("reload failed; the running configuration stays")
+                self._mark_loaded(False)
+                return False
+            finally:
+                systemd.ready()
+
+    async def _reload(self) -> bool:
         try:
             new = load_config(self.config_path)
             groups = load_rules(new)
@@ -197,12 +213,12 @@ class Daemon:
             for problem in exc.problems:
                 log.error("reload rejected: %s", problem)
             self._mark_loaded(False)
-            systemd.ready()
             return False
-        if new.listen != self.config.listen and not self._listen_override:
-            log.warning("listen changed; it takes effect on restart, not on reload")
-        if new.state_dir != self.config.state_dir:
-            log.warning("state_dir changed; it takes effect on restart, not on reload")
+        for setting in ("listen", "state_dir", "log"):
+            if getattr(new, setting) != getattr(self.config, setting) and not (
+                setting == "listen" and self._listen_override
+            ):
+                log.warning("%s changed; it takes effect on restart, not on reload", setting)
         await self._apply_sources(new)
         self.rule_groups = groups
         if self.engine is not None:
@@ -211,7 +227,11 @@ class Daemon:
         if self.silencer is not None:
             self.silencer.set_windows(windows(new.silences))
         self.config = new.model_copy(
-            update={"listen": self.config.listen, "state_dir": self.config.state_dir}
+            update={
+                "listen": self.config.listen,
+                "state_dir": self.config.state_dir,
+                "log": self.config.log,
+            }
         )
         self._mark_loaded(True)
         log.info(
@@ -219,7 +239,6 @@ class Daemon:
             len(self._pollers),
             sum(len(g.rules) for g in groups),
         )
-        systemd.ready()
         return True
 
     def _mark_loaded(self, ok: bool) -> None:
@@ -238,36 +257,45 @@ class Daemon:
         )
 
     async def _apply_sources(self, config: Config) -> None:
-        """Keep sources whose config is unchanged (their state and sessions survive), start
-        new and changed ones, close removed ones."""
+        """Keep sources whose config is unchanged (their state and sessions survive), replace
+        changed ones (carrying their snapshot, health and budgets over), start new ones, and
+        close removed ones (their alerts resolve, their series go)."""
         wanted = source_configs(config.sources)
+        replaced: dict[SourceKey, SourcePoller] = {}
         for key in [k for k in self._pollers if wanted.get(k) != self._source_configs.get(k)]:
-            await self._remove_source(key, forget=key not in wanted)
+            poller = await self._remove_source(key, forget=key not in wanted)
+            if key in wanted:
+                replaced[key] = poller
         for key, source_config in wanted.items():
             if key in self._pollers:
                 continue
             source = build_source(key[0], source_config, self._context())
+            old = replaced.get(key)
+            if old is not None:
+                source.inherit(old.source)
             await source.open()
-            poller = SourcePoller(
-                source,
-                self.source_metrics,
-                clock=self.clock,
-                listeners=(self._publish,),
-            )
+            poller = SourcePoller(source, self.source_metrics, clock=self.clock)
+            poller.listeners.append(lambda snapshot, poller=poller: self._publish(poller, snapshot))
+            if old is not None:
+                poller.inherit(old)
             self._pollers[key] = poller
             self._source_configs[key] = source_config
             if self._scheduler is not None:
                 self._schedule(key, poller)
 
-    async def _remove_source(self, key: SourceKey, *, forget: bool) -> None:
+    async def _remove_source(self, key: SourceKey, *, forget: bool) -> SourcePoller:
         poller = self._pollers.pop(key)
         self._source_configs.pop(key, None)
         if self._scheduler is not None:
             with contextlib.suppress(Exception):
                 self._scheduler.remove_job(self._job_id(key))
+        await poller.cancel()
         await poller.source.close()
         if forget:
             self.source_metrics.forget(poller.ref)
+            if self.engine is not None:
+                self.engine.forget_source(str(poller.ref))
+        return poller
 
     @staticmethod
     def _job_id(key: SourceKey) -> str:
@@ -312,10 +340,15 @@ class Daemon:
 
     async def poll_all(self) -> list[Snapshot]:
         """One poll of every source, now (for `streamwatch once` and tests)."""
-        results = await asyncio.gather(*(p.refresh() for p in self._pollers.values()))
-        return [s for s in results if s is not None]
+        # A poll cancelled because a reload removed its source yields no snapshot, not an error.
+        results = await asyncio.gather(
+            *(p.refresh() for p in self._pollers.values()), return_exceptions=True
+        )
+        return [s for s in results if isinstance(s, Snapshot)]
 
-    def _publish(self, snapshot: Snapshot) -> None:
+    def _publish(self, poller: SourcePoller, snapshot: Snapshot) -> None:
+        if self._pollers.get((poller.ref.kind, poller.ref.name)) is not poller:
+            return  # a poll of a source that a reload has just replaced or removed
         if snapshot.ok and self._runner is not None:
             # Render the new snapshot for the scraper now, off the loop, not when it asks.
             self._spawn(asyncio.to_thread(self.exporter.warm))

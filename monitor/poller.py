@@ -8,6 +8,7 @@ the upstream postpones the next poll once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -39,6 +40,21 @@ class SourcePoller:
         self.down_since: float | None = None
         self.not_before: float = 0.0
         self._lock = asyncio.Lock()
+        self._task: asyncio.Task[object] | None = None
+
+    def inherit(self, old: SourcePoller) -> None:
+        """Take over what a poller replaced by a reload knew: the last good snapshot (so series
+        and /readyz do not blink), health, and a pending Retry-After."""
+        self.latest, self.last_good = old.latest, old.last_good
+        self.up, self.down_since, self.not_before = old.up, old.down_since, old.not_before
+
+    async def cancel(self) -> None:
+        """Stop a poll in flight (its source is being removed); nothing is published."""
+        task = self._task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     @property
     def ref(self) -> SourceRef:
@@ -57,7 +73,11 @@ class SourcePoller:
         if self.clock() < self.not_before:
             return None
         async with self._lock:
-            snapshot = await self._poll_once()
+            self._task = asyncio.current_task()
+            try:
+                snapshot = await self._poll_once()
+            finally:
+                self._task = None
         self._record(snapshot)
         for listener in self.listeners:
             listener(snapshot)
@@ -71,7 +91,8 @@ class SourcePoller:
         except SourceError as exc:
             failure, retry_after = PollFailure(exc.label, exc.message), exc.retry_after
         except Exception as exc:  # a source bug must not kill the daemon
-            log.exception("poll crashed source=%s", self.ref)
+            if self.up is not False:  # the traceback once, not on every poll
+                log.exception("poll crashed source=%s", self.ref)
             failure, retry_after = PollFailure(BAD_RESPONSE, type(exc).__name__), None
         else:
             duration = time.perf_counter() - started

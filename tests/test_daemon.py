@@ -497,3 +497,87 @@ async def test_simulate_command_prints_urls_and_stops_on_sigint():
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_reload_that_removes_a_source_resolves_its_alerts_for_good(ome, tmp_path):
+    _sim, url = ome
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "groups:\n  - name: g\n    rules:\n      - {alert: Listed, kind: ome.stream, expr: present}\n"
+    )
+    path = write_config(tmp_path, None, ome_url=url)
+    good = path.read_text().replace(f'rule_files: ["{SHIPPED_RULES}"]', f'rule_files: ["{rules}"]')
+    path.write_text(good)
+    daemon = Daemon(path)
+    seen: list[Transition] = []
+    await daemon.start(serve=False, schedule=False)
+    try:
+        assert daemon.engine is not None
+        daemon.engine.subscribe(seen.extend)
+        await daemon.poll_all()
+        assert [t.kind for t in seen] == ["firing"]
+        path.write_text(good.replace("name: origin", "name: renamed"))
+        assert await daemon.reload()
+        assert [(t.kind, t.alert.source) for t in seen[1:]] == [("resolved", "ome/origin")]
+        assert "ome/origin" not in daemon.engine.sources()
+    finally:
+        await daemon.stop()
+    daemon = Daemon(path)
+    await daemon.start(serve=False, schedule=False)
+    try:
+        assert daemon.engine is not None
+        assert "ome/origin" not in daemon.engine.sources(), "not restored after a restart either"
+    finally:
+        await daemon.stop()
+
+
+async def test_reload_that_changes_a_source_keeps_its_snapshot_and_health(ome, tmp_path):
+    _sim, url = ome
+    path = write_config(tmp_path, None, ome_url=url)
+    daemon = Daemon(path)
+    await daemon.start(serve=False, schedule=False)
+    try:
+        await daemon.poll_all()
+        [before] = daemon.pollers()
+        path.write_text(path.read_text().replace("interval: 1s", "interval: 2s"))
+        assert await daemon.reload()
+        [after] = daemon.pollers()
+        assert after is not before and after.source.interval == 2.0
+        assert after.up is True and after.last_good is before.last_good
+        assert (
+            sample(
+                daemon.exporter,
+                "ome_stream_present",
+                server="origin",
+                vhost="default",
+                app="live",
+                stream="main",
+            )
+            == 1
+        )
+    finally:
+        await daemon.stop()
+
+
+async def test_reloads_in_quick_succession_end_with_the_last_config(ome, tmp_path):
+    sim, url = ome
+    path = write_config(tmp_path, None, ome_url=url)
+    good = path.read_text()
+    daemon = Daemon(path)
+    await daemon.start(serve=False, schedule=False)
+    try:
+        # A poll in flight makes the first reload wait while it cancels it: the window in which
+        # an unserialised second reload would interleave its own diff.
+        sim.delay(1, count=1)
+        polling = asyncio.ensure_future(daemon.poll_all())
+        await asyncio.sleep(0.1)
+        path.write_text(good.replace("name: origin", "name: third"))
+        first = asyncio.ensure_future(daemon.reload())
+        await asyncio.sleep(0)  # let the first reload begin before the file changes again
+        path.write_text(good.replace("name: origin", "name: fourth"))
+        second = asyncio.ensure_future(daemon.reload())
+        assert await asyncio.gather(first, second) == [True, True]
+        assert [p.ref.name for p in daemon.pollers()] == ["fourth"]
+        assert await polling == [], "the cancelled poll published nothing"
+    finally:
+        await daemon.stop()

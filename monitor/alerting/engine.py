@@ -269,6 +269,7 @@ class AlertEngine:
         self._previous: dict[str, dict[Any, tuple[Mapping[str, FieldValue], float]]] = {}
         self._down_since: dict[str, float] = {}
         self._muted: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._counts: Mapping[tuple[str, str], int] = {}
         self.update_rules(groups, source_down_after)
         if store is not None:
             self._restore(store.load_alerts())
@@ -314,6 +315,7 @@ class AlertEngine:
             if self.store is not None:
                 self.store.save_alerts([], [(key, fp) for fp in removed])
         self.health = {key: self.health.get(key, RuleHealth()) for key in self.rules}
+        self._counts = self._count()
         self._publish(transitions)
         return transitions
 
@@ -344,6 +346,7 @@ class AlertEngine:
                 self._evaluate(rule, [source_row], source, now, transitions, changed)
         transitions += self._silence_changes(source, now)
         self._persist(changed)
+        self._counts = self._count()
         for transition in transitions:
             if transition.kind in (PENDING, FIRING, "resolved") and not transition.silenced_by:
                 muted = tuple(self.silencer.mutes(transition.alert.labels, now))
@@ -436,6 +439,34 @@ class AlertEngine:
                     self._muted.pop((key, fp), None)
         return transitions
 
+    def sources(self) -> set[str]:
+        """Sources that some alert belongs to."""
+        return {a.source for active in self.alerts.values() for a in active.values()}
+
+    def forget_source(self, source: str) -> list[Transition]:
+        """A source left the config: its firing alerts resolve (so receivers clear them), the
+        rest are dropped, and none of them is restored after a restart."""
+        now = self.clock()
+        transitions: list[Transition] = []
+        removed: list[tuple[str, str]] = []
+        for key, active in self.alerts.items():
+            for fp, alert in list(active.items()):
+                if alert.source != source:
+                    continue
+                if alert.state == FIRING:
+                    alert.state, alert.resolved_at = INACTIVE, now
+                    transitions.append(Transition("resolved", replace(alert), self.rules[key], now))
+                del active[fp]
+                self._muted.pop((key, fp), None)
+                removed.append((key, fp))
+        self._previous.pop(source, None)
+        self._down_since.pop(source, None)
+        if removed and self.store is not None:
+            self.store.save_alerts([], removed)
+        self._counts = self._count()
+        self._publish(transitions)
+        return transitions
+
     # -- reading ------------------------------------------------------------------------------
 
     def active_alerts(self) -> list[tuple[Alert, tuple[str, ...]]]:
@@ -447,7 +478,12 @@ class AlertEngine:
                     result.append((alert, tuple(self.silencer.mutes(alert.labels, now))))
         return sorted(result, key=lambda pair: (pair[0].alertname, pair[0].active_at))
 
-    def counts(self) -> dict[tuple[str, str], int]:
+    def counts(self) -> Mapping[tuple[str, str], int]:
+        """Alerts per (alertname, state), as of the last evaluation. Read by /metrics from a
+        worker thread, so it is a finished dict swapped in whole, never one being changed."""
+        return self._counts
+
+    def _count(self) -> dict[tuple[str, str], int]:
         counts: dict[tuple[str, str], int] = {}
         for rule_key, active in self.alerts.items():
             rule = self.rules.get(rule_key)
@@ -526,6 +562,7 @@ class AlertEngine:
                     self._muted[(item.rule, item.fingerprint)] = muted
         if dropped and self.store is not None:
             self.store.save_alerts([], dropped)
+        self._counts = self._count()
         restored = sum(len(a) for a in self.alerts.values())
         if restored:
             log.info("alert state restored alerts=%d", restored)

@@ -168,6 +168,10 @@ class Source(abc.ABC):
     def name(self) -> str:
         return self.ref.name
 
+    def inherit(self, old: Source) -> None:  # noqa: B027 - optional hook
+        """A reload replaces this source's predecessor (same kind and name, changed config):
+        take over state that must outlive it, such as a shared request budget."""
+
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Prepare long-lived resources (the HTTP session)."""
 

@@ -532,6 +532,13 @@ class NaverSource(Source):
         self._names: dict[str, str] = {}
         self._lock = asyncio.Lock()
 
+    def inherit(self, old: Source) -> None:
+        # Callback events already marked seen, and the per-channel counts, must not be lost
+        # (or restart) because a reload changed, say, the interval.
+        if isinstance(old, NaverSource):
+            self._counts = old._counts
+            self._pending = old._pending + self._pending
+
     def __repr__(self) -> str:
         return f"<NaverSource {self.ref}>"
 

@@ -232,7 +232,10 @@ class OmeSource(Source):
         assert self._session is not None
         what = f"{method} {path}"
         try:
-            async with self._session.request(method, self.config.url + path, json=body) as resp:
+            # No redirects: the Authorization header must not follow a 3xx to another origin.
+            async with self._session.request(
+                method, self.config.url + path, json=body, allow_redirects=False
+            ) as resp:
                 raw = await resp.read()
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
@@ -243,6 +246,8 @@ class OmeSource(Source):
             if not isinstance(envelope, Mapping):
                 raise SourceError(BAD_RESPONSE, f"{what}: response is not a JSON object")
             return envelope.get("response")
+        if 300 <= status < 400:
+            raise SourceError(BAD_RESPONSE, f"{what}: unexpected redirect (HTTP {status})")
         message = _error_message(raw) or f"HTTP {status}"
         if status == 404:
             raise NotFound(f"{what}: {message}")

@@ -252,6 +252,8 @@ class SmartstreamClient:
                 continue
             if status >= 400:
                 raise self._http_error(what, status, raw, response_headers)
+            if 300 <= status < 400:
+                raise SourceError(BAD_RESPONSE, f"{what}: unexpected redirect (HTTP {status})")
             if not raw.strip():
                 return None
             return decode_json(raw, what)
@@ -269,8 +271,15 @@ class SmartstreamClient:
         await self.open()
         assert self._session is not None
         try:
+            # No redirects: aiohttp would carry X-Streaks-Api-Key (and a re-posted password)
+            # to whatever origin a 3xx names.
             async with self._session.request(
-                method, self._base + path, params=params, json=json_body, headers=headers
+                method,
+                self._base + path,
+                params=params,
+                json=json_body,
+                headers=headers,
+                allow_redirects=False,
             ) as response:
                 return response.status, await response.read(), response.headers
         except Exception as exc:
@@ -432,6 +441,19 @@ class SmartstreamSource(Source):
             label=str(self.ref),
         )
         self._jobs: list[Entity] = []
+
+    def inherit(self, old: Source) -> None:
+        # The account's budget outlives a reload: a fresh, full bucket could overspend it.
+        if isinstance(old, SmartstreamSource) and (
+            old.config.url,
+            old.config.merchant_id,
+            old.config.rate_limit,
+        ) == (
+            self.config.url,
+            self.config.merchant_id,
+            self.config.rate_limit,
+        ):
+            self.bucket = self.client.bucket = old.bucket
 
     def __repr__(self) -> str:
         return f"SmartstreamSource({self.ref}, merchant={self.config.merchant_id!r})"
