@@ -40,6 +40,8 @@ from monitor.web import CallbackReceiver, build_app
 log = logging.getLogger(__name__)
 
 SourceKey = tuple[str, str]
+# Event dedup keys are needed for NAVER's 10-minute late window; a day is ample.
+EVENT_KEY_RETENTION = 86400.0
 
 
 class Daemon:
@@ -131,6 +133,7 @@ class Daemon:
         if schedule:
             self._scheduler = AsyncIOScheduler(timezone=UTC)
             self._scheduler.start()
+            self._scheduler.add_job(self.prune, "interval", hours=1, id="prune", coalesce=True)
         await self._apply_sources(self.config)
         self._mark_loaded(True)
         if not serve:
@@ -241,6 +244,15 @@ class Daemon:
         )
         return True
 
+    def prune(self) -> None:
+        """Hourly: forget event keys long past any cursor's late window, and silences expired
+        longer than their retention."""
+        now = self.clock()
+        if self._store is not None:
+            self._store.forget_events_before(now - EVENT_KEY_RETENTION)
+        if self.silencer is not None:
+            self.silencer.prune(now)
+
     def _mark_loaded(self, ok: bool) -> None:
         self._reload_ok.set(1 if ok else 0)
         if ok:
@@ -319,7 +331,7 @@ class Daemon:
             misfire_grace_time=max(1, int(poller.source.interval)),
         )
 
-    async def _poll_job(self, key: SourceKey) -> None:
+    async def _poll_job(self, key: SourceKey, requested: bool = False) -> None:
         poller = self._pollers.get(key)
         if poller is None:
             return
@@ -327,7 +339,7 @@ class Daemon:
         if task is not None:
             self._tasks.add(task)
         try:
-            await poller.refresh()
+            await poller.refresh(requested=requested)
         finally:
             if task is not None:
                 self._tasks.discard(task)
@@ -336,7 +348,7 @@ class Daemon:
         """Poll a source at once (a callback said something changed)."""
         key = (ref.kind, ref.name)
         if key in self._pollers and not self._stopped.is_set():
-            self._spawn(self._poll_job(key))
+            self._spawn(self._poll_job(key, requested=True))
 
     async def poll_all(self) -> list[Snapshot]:
         """One poll of every source, now (for `streamwatch once` and tests)."""

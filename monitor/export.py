@@ -253,18 +253,28 @@ class EntityExposition:
         # waits for it and takes the result.
         self._lock = threading.Lock()
 
-    def render(self, openmetrics: bool = False, *, text: bool = False) -> Rendered:
-        """The rendering of the current snapshots; with `text`, one that still has its plain
-        text (a gzip-only one is rendered again)."""
+    def text(self, openmetrics: bool = False) -> list[bytes]:
+        """The plain text chunks of the current snapshots, taken under the lock: a gzip in
+        another thread may let go of them on the shared Rendered right after."""
         with self._lock:
-            sources = tuple((p.ref, p.last_good if p.up else None) for p in self._pollers())
-            cached = self._cache.get(openmetrics)
-            fresh = cached is not None and _same(cached.sources, sources)
-            if fresh and (not text or cached.chunks is not None):  # type: ignore[union-attr]
-                return cached  # type: ignore[return-value]
-            rendered = Rendered(sources, self._render(sources, openmetrics))
-            self._cache[openmetrics] = rendered
-            return rendered
+            rendered = self._current(openmetrics, text=True)
+            return rendered.chunks or []
+
+    def render(self, openmetrics: bool = False) -> Rendered:
+        with self._lock:
+            return self._current(openmetrics, text=False)
+
+    def _current(self, openmetrics: bool, *, text: bool) -> Rendered:
+        """The rendering of the current snapshots; with `text`, one that still has its plain
+        text (a gzip-only one is rendered again). Call with the lock held."""
+        sources = tuple((p.ref, p.last_good if p.up else None) for p in self._pollers())
+        cached = self._cache.get(openmetrics)
+        fresh = cached is not None and _same(cached.sources, sources)
+        if fresh and (not text or cached.chunks is not None):  # type: ignore[union-attr]
+            return cached  # type: ignore[return-value]
+        rendered = Rendered(sources, self._render(sources, openmetrics))
+        self._cache[openmetrics] = rendered
+        return rendered
 
     def _render(self, sources: Sequence[tuple[Any, Any]], openmetrics: bool) -> list[bytes]:
         by_kind: dict[str, list[Entity]] = {}
@@ -360,8 +370,7 @@ class Exporter:
             body, state = self.entities.render(openmetrics).gzipped()
             compressor = state.copy()
             return [body, compressor.compress(own), compressor.flush()], content_type, "gzip"
-        rendered = self.entities.render(openmetrics, text=True)
-        return [*(rendered.chunks or ()), own], content_type, None
+        return [*self.entities.text(openmetrics), own], content_type, None
 
     def warm(self, within: float = 600.0) -> bool:
         """Render (and gzip) the latest snapshots the way the last scraper wanted them, if

@@ -64,11 +64,17 @@ class SourcePoller:
     def busy(self) -> bool:
         return self._lock.locked()
 
-    async def refresh(self) -> Snapshot | None:
+    async def refresh(self, *, requested: bool = False) -> Snapshot | None:
         """Poll once. Returns None when a poll of this source is still running (polls of one
-        source never overlap) or a Retry-After has not passed yet."""
+        source never overlap) or a Retry-After has not passed yet. A skipped scheduled poll is
+        a warning (the source is slower than its interval); a skipped extra poll (`requested`,
+        e.g. after a callback) is not: the running one will bring the news."""
         if self._lock.locked():
-            log.warning("poll skipped source=%s reason=previous_poll_still_running", self.ref)
+            log.log(
+                logging.DEBUG if requested else logging.WARNING,
+                "poll skipped source=%s reason=previous_poll_still_running",
+                self.ref,
+            )
             return None
         if self.clock() < self.not_before:
             return None

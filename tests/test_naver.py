@@ -780,3 +780,17 @@ async def test_demo_sim_as_seen_by_the_source(clock: FakeClock, store: Store) ->
             assert by_name["news"].fields["events"] == {"PUBLISH_END": 1}
         finally:
             await source.close()
+
+
+async def test_an_event_stamped_in_the_future_does_not_push_the_cursor_past_real_events(
+    sim: NaverSim, source: NaverSource, clock: FakeClock
+) -> None:
+    channel = sim.add_channel(name="ch")["channelId"]
+    await source.poll()
+    sim.add_event(channel, "STREAM_UPDATE", timestamp=clock.now + 86400)  # a clock gone wrong
+    clock.now += 5
+    assert [e.labels["event"] for e in events(await source.poll())] == ["STREAM_UPDATE"]
+    clock.now += 5
+    sim.add_event(channel, "PUBLISH_END")
+    clock.now += 5
+    assert [e.labels["event"] for e in events(await source.poll())] == ["PUBLISH_END"]

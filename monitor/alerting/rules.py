@@ -17,11 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from monitor.alerting.expr import Expr, ExprError, compile_expr
 from monitor.alerting.templates import Template, TemplateError, compile_template
 from monitor.config import Duration
+from monitor.sources import ENTITY_KINDS
 from monitor.yamlfile import LoadedYaml, PathKey, YamlError, format_path, load_yaml
 
 _ALERT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-KIND = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 
 
 class _Strict(BaseModel):
@@ -84,8 +84,8 @@ class RuleSpec(_Strict):
     @field_validator("kind")
     @classmethod
     def _kind(cls, value: str) -> str:
-        if not KIND.match(value):
-            raise ValueError(f"kind {value!r} must look like 'ome.stream'")
+        if value not in ENTITY_KINDS:
+            raise ValueError(f"unknown kind {value!r}; known kinds: {', '.join(ENTITY_KINDS)}")
         return value
 
     @field_validator("labels", "annotations", mode="before")

@@ -185,6 +185,17 @@ class Silencer:
             key=lambda s: (s.state(now) != "active", s.starts_at),
         )
 
+    def prune(self, now: float) -> int:
+        """Forget silences that expired longer than EXPIRED_RETENTION ago (they no longer show
+        in the list either); keeps `mutes` and the table from growing forever."""
+        cutoff = now - EXPIRED_RETENTION
+        old = [sid for sid, s in self._silences.items() if s.ends_at < cutoff]
+        for sid in old:
+            del self._silences[sid]
+        if self._store is not None:
+            self._store.delete_silences_ended_before(cutoff)
+        return len(old)
+
     def get(self, silence_id: str) -> Silence | None:
         return self._silences.get(silence_id)
 

@@ -9,6 +9,22 @@ from monitor.sources.base import Source, SourceContext
 
 KINDS = ("ome", "smartstream", "naver")
 
+# Every entity kind a source emits, plus the daemon's own; rule files are checked against it
+# so that a typo (`ome.streams`) is an error, not a rule that silently never matches.
+ENTITY_KINDS = (
+    "ome.vhost",
+    "ome.app",
+    "ome.stream",
+    "ome.track",
+    "ome.push",
+    "ome.record",
+    "smartstream.live_event",
+    "smartstream.job",
+    "naver.channel",
+    "naver.event",
+    "streamwatch.source",
+)
+
 
 def source_configs(config: SourcesConfig) -> dict[tuple[str, str], BaseModel]:
     """(kind, name) → that source's config, in config order; a reload compares these."""

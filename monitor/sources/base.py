@@ -7,6 +7,7 @@ import abc
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ HTTP_5XX = "http_5xx"
 BAD_RESPONSE = "bad_response"
 RATE_LIMITED = "rate_limited"
 REASONS = (TIMEOUT, CONNECT, UNAUTHORIZED, HTTP_4XX, HTTP_5XX, BAD_RESPONSE, RATE_LIMITED)
+_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class SourceError(Exception):
@@ -53,8 +55,12 @@ class SourceError(Exception):
     @property
     def label(self) -> str:
         """The value of `streamwatch_source_poll_errors_total{reason}`: the class, and the
-        vendor's code after a colon when it sent one (`http_4xx:LIVE_EVENT_NOT_FOUND`)."""
-        return f"{self.reason}:{self.code}" if self.code else self.reason
+        vendor's code after a colon when it sent one (`http_4xx:LIVE_EVENT_NOT_FOUND`). A code
+        that does not look like one (an upstream echoing text) is left out: label values
+        must stay a small set."""
+        if self.code and _CODE.fullmatch(self.code):
+            return f"{self.reason}:{self.code}"
+        return self.reason
 
     def __str__(self) -> str:
         return f"{self.label}: {self.message}"

@@ -272,7 +272,10 @@ class _EventLedger:
         for key, event in candidates.items():
             self._recent[key] = event.ts_ms
         if polled:
-            self.cursor_ms = max([base, *(e.ts_ms for e in events)])
+            # One event stamped in the future must not carry the cursor (persisted) past
+            # real events still to come: the cursor never passes now plus NAVER's 5 min skew.
+            ceiling = now_ms + 300_000
+            self.cursor_ms = max([base, *(min(e.ts_ms, ceiling) for e in events)])
         if self.cursor_ms is not None:
             floor = self.cursor_ms - self._window_ms
             self._recent = {k: ts for k, ts in self._recent.items() if ts >= floor}
