@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from monitor.model import PollFailure, Snapshot, SourceRef
-from monitor.sources.base import BAD_RESPONSE, Clock, Source, SourceError, SourceMetrics
+from monitor.sources.base import BAD_RESPONSE, TIMEOUT, Clock, Source, SourceError, SourceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,18 @@ class SourcePoller:
     async def _poll_once(self) -> Snapshot:
         taken_at = self.clock()
         started = time.perf_counter()
+        deadline = self.source.poll_deadline
         try:
-            entities = await self.source.poll()
+            scope = asyncio.timeout(deadline)
+            try:
+                async with scope:
+                    entities = await self.source.poll()
+            except TimeoutError as exc:
+                if not scope.expired():
+                    raise SourceError(TIMEOUT, "poll timed out") from exc
+                # Per-request timeouts cannot bound a poll of thousands of requests; this does,
+                # so a hung poll fails and the next one starts on time instead of being skipped.
+                raise SourceError(TIMEOUT, f"poll did not finish within {deadline:g}s") from exc
         except SourceError as exc:
             failure, retry_after = PollFailure(exc.label, exc.message), exc.retry_after
         except Exception as exc:  # a source bug must not kill the daemon

@@ -581,3 +581,24 @@ async def test_reloads_in_quick_succession_end_with_the_last_config(ome, tmp_pat
         assert await polling == [], "the cancelled poll published nothing"
     finally:
         await daemon.stop()
+
+
+async def test_a_poll_that_outlasts_its_interval_fails_as_a_timeout(ome, tmp_path, caplog):
+    sim, url = ome
+    path = write_config(tmp_path, None, ome_url=url, interval="200ms")
+    path.write_text(path.read_text().replace("timeout: 2s", "timeout: 300ms"))
+    # Every request answers within the request timeout, but the poll as a whole does not.
+    sim.add_stream("default/live/second")
+    sim.add_stream("default/live/third")
+    sim.delay(0.2, count=None, path="/v1/*")
+    daemon = Daemon(path)
+    await daemon.start(serve=False, schedule=False)
+    try:
+        [snapshot] = await daemon.poll_all()
+    finally:
+        await daemon.stop()
+    assert snapshot.failure is not None
+    assert (snapshot.failure.reason, snapshot.failure.message) == (
+        "timeout",
+        "poll did not finish within 0.5s",
+    )

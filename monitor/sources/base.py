@@ -174,6 +174,11 @@ class Source(abc.ABC):
     def name(self) -> str:
         return self.ref.name
 
+    @property
+    def poll_deadline(self) -> float:
+        """How long one whole poll may take: its interval plus one request timeout."""
+        return self.interval + self.timeout
+
     def inherit(self, old: Source) -> None:  # noqa: B027 - optional hook
         """A reload replaces this source's predecessor (same kind and name, changed config):
         take over state that must outlive it, such as a shared request budget."""
