@@ -30,7 +30,7 @@ from monitor.alerting.rules import RuleError, RuleGroup, load_rule_files
 from monitor.alerting.silences import MaintenanceWindow, Silencer
 from monitor.config import Config, ConfigError, SilenceConfig, load_config
 from monitor.export import Exporter
-from monitor.model import Snapshot, SourceRef
+from monitor.model import Entity, Snapshot, SourceRef
 from monitor.poller import SourcePoller
 from monitor.sources import build_source, source_configs
 from monitor.sources.base import Clock, SourceContext, SourceMetrics
@@ -266,6 +266,7 @@ class Daemon:
             clock=self.clock,
             store=self._store,
             request_refresh=self.refresh_now,
+            push=self.push_entities,
         )
 
     async def _apply_sources(self, config: Config) -> None:
@@ -343,6 +344,20 @@ class Daemon:
         finally:
             if task is not None:
                 self._tasks.discard(task)
+
+    def push_entities(self, ref: SourceRef, entities: list[Entity]) -> None:
+        """Entities an upstream pushed (callback events) go to the rules at once, as a partial
+        snapshot; /metrics takes them from the next poll."""
+        if (ref.kind, ref.name) not in self._pollers:
+            return
+        snapshot = Snapshot(
+            source=ref, taken_at=self.clock(), entities=tuple(entities), partial=True
+        )
+        for listener in self.snapshot_listeners:
+            try:
+                listener(snapshot)
+            except Exception:
+                log.exception("snapshot listener failed source=%s", snapshot.source)
 
     def refresh_now(self, ref: SourceRef) -> None:
         """Poll a source at once (a callback said something changed)."""

@@ -99,6 +99,9 @@ class Snapshot:
     entities: tuple[Entity, ...] = ()
     failure: PollFailure | None = None
     duration: float = 0.0
+    # A partial snapshot carries only what an upstream pushed (NAVER callback events); it says
+    # nothing about the source's other entities, which must not be taken as gone.
+    partial: bool = False
 
     @property
     def ok(self) -> bool:

@@ -602,3 +602,43 @@ async def test_a_poll_that_outlasts_its_interval_fails_as_a_timeout(ome, tmp_pat
         "timeout",
         "poll did not finish within 0.5s",
     )
+
+
+async def test_callback_events_reach_the_rules_while_the_api_is_down(sims, real_clock, tmp_path):
+    daemon = Daemon(write_config(tmp_path, sims), clock=real_clock)
+    seen: list[Transition] = []
+    await daemon.start(schedule=False)
+    try:
+        assert daemon.engine is not None
+        daemon.engine.subscribe(seen.extend)
+        await daemon.poll_all()
+        channel = next(iter(sims.naver.channels))
+        sims.naver.server_error(count=None)  # Live Station's API fails from now on
+        payload = {
+            "id": 7,
+            "logLevel": "INFO",
+            "channelId": channel,
+            "event": "PUBLISH_END",
+            "timestamp": int(real_clock() * 1000),
+        }
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{daemon.url}/callbacks/naver/{CALLBACK_TOKEN}", json=payload) as resp,
+        ):
+            assert resp.status == 200
+        fired = [
+            t
+            for t in seen
+            if t.kind == "firing" and t.alert.labels["alertname"] == "NaverStreamDisconnected"
+        ]
+        assert [t.alert.labels["channel"] for t in fired] == [channel]
+        # The failing polls that follow neither fire it again nor resolve it early.
+        for _ in range(3):
+            real_clock.advance(5)
+            snapshots = await daemon.poll_all()
+            assert not next(s for s in snapshots if s.source.kind == "naver").ok
+        assert [
+            t.kind for t in seen if t.alert.labels["alertname"] == "NaverStreamDisconnected"
+        ] == ["firing"]
+    finally:
+        await daemon.stop()

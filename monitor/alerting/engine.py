@@ -326,6 +326,14 @@ class AlertEngine:
         source = str(snapshot.source)
         transitions: list[Transition] = []
         changed: dict[str, set[str]] = {}
+        if snapshot.partial:
+            # Pushed events: only the rules over their kinds run, and nothing else of the
+            # source is judged (or thought gone) from them.
+            rows_by_kind = self._partial_rows(snapshot, now)
+            for rule in self.rules.values():
+                if rule.kind in rows_by_kind:
+                    self._evaluate(rule, rows_by_kind[rule.kind], source, now, transitions, changed)
+            return self._finish(source, now, transitions, changed)
         if snapshot.ok:
             self._down_since.pop(source, None)
             rows_by_kind = self._rows(snapshot, source, now)
@@ -344,6 +352,11 @@ class AlertEngine:
         for rule in self.rules.values():
             if rule.kind == SOURCE_KIND:
                 self._evaluate(rule, [source_row], source, now, transitions, changed)
+        return self._finish(source, now, transitions, changed)
+
+    def _finish(
+        self, source: str, now: float, transitions: list[Transition], changed: dict[str, set[str]]
+    ) -> list[Transition]:
         transitions += self._silence_changes(source, now)
         self._persist(changed)
         self._counts = self._count()
@@ -401,6 +414,14 @@ class AlertEngine:
             rows.setdefault(entity.kind, []).append(_Row(entity, ctx))
             current[key] = (entity.fields, snapshot.taken_at)
         self._previous[source] = current
+        return rows
+
+    @staticmethod
+    def _partial_rows(snapshot: Snapshot, now: float) -> dict[str, list[_Row]]:
+        rows: dict[str, list[_Row]] = {}
+        for entity in snapshot.entities:
+            ctx = EvalContext(entity.fields, entity.labels, None, None, snapshot.taken_at, now)
+            rows.setdefault(entity.kind, []).append(_Row(entity, ctx))
         return rows
 
     def _source_row(self, snapshot: Snapshot, source: str, now: float) -> _Row:

@@ -152,6 +152,9 @@ class SourceContext:
     store: Any = None  # monitor.store.Store; typed loosely to keep sources importable alone
     # Asks the daemon to poll a source now (e.g. after a callback brought news).
     request_refresh: Callable[[SourceRef], None] | None = None
+    # Hands entities an upstream pushed (callback events) to the rules at once, as a partial
+    # snapshot, so they do not wait for the next successful poll.
+    push: Callable[[SourceRef, list[Entity]], None] | None = None
 
 
 class Source(abc.ABC):

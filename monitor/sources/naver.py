@@ -576,11 +576,12 @@ class NaverSource(Source):
             entities.extend(self._event_entity(event, via) for event, via in pending)
             return entities
 
-    def _take(self, events: Iterable[_Event], via: str) -> int:
+    def _take(self, events: Iterable[_Event], via: str, *, hold: bool = True) -> int:
         count = 0
         for event in events:
             self._counts.setdefault(event.channel, Counter())[event.code] += 1
-            self._pending.append((event, via))
+            if hold:
+                self._pending.append((event, via))
             count += 1
         return count
 
@@ -637,10 +638,16 @@ class NaverSource(Source):
 
     def accept_callback(self, payload: Mapping[str, Any]) -> int:
         """Take one callback body; returns how many events were new (0 or 1). The new event
-        is reported by the next poll. Raises ValueError for a malformed body."""
+        is pushed to the rules at once (or, without a push hook, reported by the next poll).
+        Raises ValueError for a malformed body."""
         event = parse_callback(payload)
         fresh = self._ledger.admit([event], self.context.clock(), polled=False)
-        count = self._take(fresh, "callback")
+        push = getattr(self.context, "push", None)
+        # With a push hook the event reaches the rules now, even while polls fail; without
+        # one it waits for the next poll.
+        count = self._take(fresh, "callback", hold=not callable(push))
+        if count and callable(push):
+            push(self.ref, [self._event_entity(e, "callback") for e in fresh])
         if count:
             log.info(
                 "callback event accepted source=%s channel=%s event=%s",
