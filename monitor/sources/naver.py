@@ -64,6 +64,24 @@ CHANNEL_STATUSES: tuple[str, ...] = (
     "DELETED",
     "FORCE_DELETED",
 )
+# The documented event codes (reference/naver-live-station.md §5). Each channel's counter
+# starts at 0 for all of them, so `increase()` sees a channel's first event of a kind too.
+EVENT_CODES: tuple[str, ...] = (
+    "STREAM_RESERVE",
+    "STREAM_UPDATE",
+    "PUBLISH_START",
+    "PUBLISH_END",
+    "THUMBNAIL_CREATE",
+    "SIMULCAST_STATUS_CHANGE",
+    "ONAIR_START",
+    "ONAIR_END",
+    "PUBLISH_OVER_THRESHOLD",
+    "RTMP_MAIN_STREAM_ENABLED",
+    "RTMP_BACKUP_STREAM_ENABLED",
+    "BACKUP_SESSION_STREAMING_CONNECTED",
+    "BACKUP_SESSION_STREAMING_DISCONNECTED",
+    "STREAM_FINISH",
+)
 # Older doc revisions (2024) spell the streaming status PUBLISH.
 STATUS_ALIASES = {"PUBLISH": "PUBLISHING"}
 
@@ -607,7 +625,7 @@ class NaverSource(Source):
                 "output_protocol": _str(item.get("outputProtocol")),
                 "use_dvr": _bool(use_dvr),
                 "record_type": _str(record.get("type")),
-                "events": dict(self._counts.get(channel_id, {})),
+                "events": dict.fromkeys(EVENT_CODES, 0) | dict(self._counts.get(channel_id, {})),
             },
         )
 
