@@ -620,7 +620,7 @@ async def test_no_secret_in_logs_errors_reprs_or_metrics(clock, registry, connec
 
 
 def test_timestamps_parse_like_the_documents():
-    from monitor.sources.smartstream import _epoch
+    from monitor.sources.values import iso_epoch as _epoch
 
     jst = datetime.fromisoformat("2018-03-14T14:42:04.632+09:00").timestamp()
     assert _epoch("2018-03-14T14:42:04.632+09:00") == pytest.approx(jst)

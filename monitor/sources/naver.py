@@ -31,6 +31,7 @@ from pydantic import SecretStr
 
 from monitor.config import NaverSourceConfig
 from monitor.model import Entity
+from monitor.sources import values as parse
 from monitor.sources.base import (
     BAD_RESPONSE,
     RATE_LIMITED,
@@ -113,62 +114,14 @@ def sign_v2(
 # -- lenient field parsing ---------------------------------------------------------------------
 
 
-def _int(value: Any) -> int | None:
-    """An integer sent as a JSON number or as a string (the 2024 docs type many as String)."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(value) if value == value and abs(value) != float("inf") else None
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            return int(text)
-        except ValueError:
-            try:
-                return _int(float(text))
-            except ValueError:
-                return None
-    return None
-
-
-def _number(value: Any) -> float | int | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float):
-        return value
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
 def _ms_to_seconds(value: Any) -> float | None:
-    ms = _int(value)
+    ms = parse.integer(value)
     return ms / 1000.0 if ms is not None and ms > 0 else None
-
-
-def _bool(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    return None
-
-
-def _str(value: Any) -> str | None:
-    if value is None or isinstance(value, dict | list):
-        return None
-    text = str(value)
-    return text if text else None
 
 
 def normalise_status(raw: Any) -> str:
     """`channelStatus` as the exporter labels it: upper-case, older spellings mapped."""
-    text = _str(raw)
+    text = parse.text(raw)
     if text is None:
         return "UNKNOWN"
     status = text.strip().upper()
@@ -197,17 +150,17 @@ def _event_from_item(item: Any) -> _Event | None:
     """One item of an event list (`eventCode`); None when it cannot be identified."""
     if not isinstance(item, Mapping):
         return None
-    channel = _str(item.get("channelId"))
-    code = _str(item.get("eventCode") or item.get("event"))
-    ts_ms = _int(item.get("timestamp"))
+    channel = parse.text(item.get("channelId"))
+    code = parse.text(item.get("eventCode") or item.get("event"))
+    ts_ms = parse.integer(item.get("timestamp"))
     if not channel or not code or ts_ms is None or ts_ms <= 0:
         return None
     return _Event(
         channel=channel,
         code=code.strip().upper(),
         ts_ms=ts_ms,
-        log_level=_str(item.get("logLevel")),
-        description=_str(item.get("description")),
+        log_level=parse.text(item.get("logLevel")),
+        description=parse.text(item.get("description")),
     )
 
 
@@ -223,7 +176,7 @@ def parse_callback(payload: Any) -> _Event:
     if not isinstance(code, str) or not code.strip():
         raise ValueError("callback body: event is missing or not a string")
     raw_ts = payload.get("timestamp")
-    ts_ms = _int(raw_ts)
+    ts_ms = parse.integer(raw_ts)
     if ts_ms is None or ts_ms <= 0:
         raise ValueError("callback body: timestamp is missing or not epoch milliseconds")
     raw_id = payload.get("id")
@@ -234,7 +187,7 @@ def parse_callback(payload: Any) -> _Event:
         code=code.strip().upper(),
         ts_ms=ts_ms,
         log_level=str(log_level) if isinstance(log_level, str | int) else None,
-        description=_str(payload.get("description")),
+        description=parse.text(payload.get("description")),
         callback_id=callback_id,
     )
 
@@ -341,9 +294,9 @@ def _error_from_response(
         data = None
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict):
-        name = _str(error.get("errorName"))
-        number = _str(error.get("errorCode"))
-        detail = _str(error.get("message")) or ""
+        name = parse.text(error.get("errorName"))
+        number = parse.text(error.get("errorCode"))
+        detail = parse.text(error.get("message")) or ""
         if name:
             code = name.strip().upper()
             if code in AUTH_ERROR_NAMES:
@@ -474,13 +427,13 @@ class LiveStationClient:
             )
             items = _content_list(body, "GET /api/v2/channels")
             for item in items:
-                channel_id = _str(item.get("channelId")) if isinstance(item, dict) else None
+                channel_id = parse.text(item.get("channelId")) if isinstance(item, dict) else None
                 if channel_id is None:
                     log.debug("channel without channelId skipped")
                     continue
                 # A channel may move to the next page while we read: keep the first sighting.
                 channels.setdefault(channel_id, item)
-            total = _int(body.get("total"))
+            total = parse.integer(body.get("total"))
             if not items or len(items) < page_size:
                 break
             if total is not None and page * page_size >= total:
@@ -586,7 +539,7 @@ class NaverSource(Source):
             fresh = self._ledger.admit(events, self.context.clock(), polled=True)
             self._take(fresh, "poll")
             for channel in channels:
-                name = _str(channel.get("channelName"))
+                name = parse.text(channel.get("channelName"))
                 if name is not None:
                     self._names[str(channel["channelId"])] = name
             entities = [self._channel_entity(channel) for channel in channels]
@@ -613,18 +566,18 @@ class NaverSource(Source):
             KIND_CHANNEL,
             {"channel": channel_id},
             {
-                "channel_name": _str(item.get("channelName")) or "",
+                "channel_name": parse.text(item.get("channelName")) or "",
                 "status": normalise_status(raw_status),
                 "status_raw": "" if raw_status is None else str(raw_status),
-                "is_recording": bool(_bool(item.get("isRecording"))),
-                "cdn_status": _str(cdn.get("statusName")),
-                "cdn_type": _str(cdn.get("cdnType")),
+                "is_recording": bool(parse.flag(item.get("isRecording"))),
+                "cdn_status": parse.text(cdn.get("statusName")),
+                "cdn_type": parse.text(cdn.get("cdnType")),
                 "recent_publish_start_time": _ms_to_seconds(item.get("recentPublishStartTime")),
-                "total_publish_seconds": _number(item.get("totalPublishSeconds")),
+                "total_publish_seconds": parse.number(item.get("totalPublishSeconds")),
                 "created_time": _ms_to_seconds(item.get("createdTime")),
-                "output_protocol": _str(item.get("outputProtocol")),
-                "use_dvr": _bool(use_dvr),
-                "record_type": _str(record.get("type")),
+                "output_protocol": parse.text(item.get("outputProtocol")),
+                "use_dvr": parse.flag(use_dvr),
+                "record_type": parse.text(record.get("type")),
                 "events": dict.fromkeys(EVENT_CODES, 0) | dict(self._counts.get(channel_id, {})),
             },
         )

@@ -12,7 +12,6 @@ import fnmatch
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -20,6 +19,7 @@ import aiohttp
 
 from monitor.config import OmeSourceConfig
 from monitor.model import Entity
+from monitor.sources import values as parse
 from monitor.sources.base import (
     BAD_RESPONSE,
     HTTP_4XX,
@@ -55,33 +55,9 @@ class NotFound(SourceError):
         super().__init__(HTTP_4XX, message, status=404)
 
 
-def _timestamp(value: Any) -> float | None:
-    """OME writes server-local ISO 8601 with offset and ms; we keep epoch seconds."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        return None
-
-
-def _number(value: Any) -> float | None:
-    """Numbers that OME sends as strings up to 0.18 (track bitrates) or as JSON numbers."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return value
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
 def _first_number(obj: Mapping[str, Any], *keys: str) -> float | None:
     for key in keys:
-        number = _number(obj.get(key))
+        number = parse.number(obj.get(key))
         if number is not None:
             return number
     return None
@@ -95,21 +71,23 @@ def stats_fields(stats: Mapping[str, Any]) -> dict[str, Any]:
     return {
         # Interned: 10,000 streams share eight protocol names instead of holding 80,000 copies.
         "connections": {
-            sys.intern(str(k)): float(v) for k, v in connections.items() if _number(v) is not None
+            sys.intern(str(k)): float(v)
+            for k, v in connections.items()
+            if parse.number(v) is not None
         },
-        "total_connections": _number(stats.get("totalConnections")),
-        "max_total_connections": _number(stats.get("maxTotalConnections")),
-        "bytes_in": _number(stats.get("totalBytesIn")),
-        "bytes_out": _number(stats.get("totalBytesOut")),
+        "total_connections": parse.number(stats.get("totalConnections")),
+        "max_total_connections": parse.number(stats.get("maxTotalConnections")),
+        "bytes_in": parse.number(stats.get("totalBytesIn")),
+        "bytes_out": parse.number(stats.get("totalBytesOut")),
         # avgThroughput* is bits/s over the last ~1 s window despite its name.
-        "throughput_in": _number(stats.get("avgThroughputIn")),
-        "throughput_out": _number(stats.get("avgThroughputOut")),
-        "max_throughput_in": _number(stats.get("maxThroughputIn")),
-        "max_throughput_out": _number(stats.get("maxThroughputOut")),
-        "created_at": _timestamp(stats.get("createdTime")),
-        "last_updated": _timestamp(stats.get("lastUpdatedTime")),
-        "last_recv": _timestamp(stats.get("lastRecvTime")),
-        "last_sent": _timestamp(stats.get("lastSentTime")),
+        "throughput_in": parse.number(stats.get("avgThroughputIn")),
+        "throughput_out": parse.number(stats.get("avgThroughputOut")),
+        "max_throughput_in": parse.number(stats.get("maxThroughputIn")),
+        "max_throughput_out": parse.number(stats.get("maxThroughputOut")),
+        "created_at": parse.iso_epoch(stats.get("createdTime")),
+        "last_updated": parse.iso_epoch(stats.get("lastUpdatedTime")),
+        "last_recv": parse.iso_epoch(stats.get("lastRecvTime")),
+        "last_sent": parse.iso_epoch(stats.get("lastSentTime")),
     }
 
 
@@ -133,14 +111,14 @@ def track_fields(track: Mapping[str, Any]) -> dict[str, Any] | None:
             "keyframe_interval": _first_number(
                 detail, "keyFrameIntervalLatest", "keyFrameIntervalAvg", "keyFrameInterval"
             ),
-            "width": _number(detail.get("width")),
-            "height": _number(detail.get("height")),
+            "width": parse.number(detail.get("width")),
+            "height": parse.number(detail.get("height")),
             "has_bframes": bool(detail.get("hasBframes", False)),
         }
     else:
         fields |= {
-            "samplerate": _number(detail.get("samplerate")),
-            "channels": _number(detail.get("channel")),
+            "samplerate": parse.number(detail.get("samplerate")),
+            "channels": parse.number(detail.get("channel")),
         }
     return fields
 
@@ -152,14 +130,14 @@ def _task_fields(task: Mapping[str, Any]) -> dict[str, Any]:
         "state": str(task.get("state", "unknown")).lower(),
         "stream": str(stream.get("name", "")),
         "protocol": task.get("protocol"),
-        "sent_bytes": _number(task.get("sentBytes")),
-        "sent_time": _number(task.get("sentTime")),
-        "total_sent_bytes": _number(task.get("totalsentBytes")),
-        "total_sent_time": _number(task.get("totalsentTime")),
-        "sequence": _number(task.get("sequence")),
-        "created_at": _timestamp(task.get("createdTime")),
-        "start_time": _timestamp(task.get("startTime")),
-        "finish_time": _timestamp(task.get("finishTime")),
+        "sent_bytes": parse.number(task.get("sentBytes")),
+        "sent_time": parse.number(task.get("sentTime")),
+        "total_sent_bytes": parse.number(task.get("totalsentBytes")),
+        "total_sent_time": parse.number(task.get("totalsentTime")),
+        "sequence": parse.number(task.get("sequence")),
+        "created_at": parse.iso_epoch(task.get("createdTime")),
+        "start_time": parse.iso_epoch(task.get("startTime")),
+        "finish_time": parse.iso_epoch(task.get("finishTime")),
     }
 
 

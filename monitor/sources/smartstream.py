@@ -16,7 +16,6 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -24,6 +23,7 @@ import aiohttp
 
 from monitor.config import SmartstreamSourceConfig
 from monitor.model import Entity
+from monitor.sources import values as parse
 from monitor.sources.base import (
     BAD_RESPONSE,
     RATE_LIMITED,
@@ -355,7 +355,7 @@ class SmartstreamClient:
             raise SourceError(BAD_RESPONSE, f"{what}: answer has no token")
         self.redact.add(value)
         now = self._clock()
-        expires = _epoch(body.get("expiration"))
+        expires = parse.iso_epoch(body.get("expiration"))
         if expires is None:
             log.warning("token expiration unreadable, renewing on 401 only source=%s", self._label)
             return _Token(value, None)
@@ -504,23 +504,23 @@ class SmartstreamSource(Source):
         )
 
     def _live_event_entity(self, item: Mapping[str, Any]) -> Entity:
-        status = _opt_str(item.get("encode_status"))
+        status = parse.text(item.get("encode_status"))
         sources = item.get("input_sources")
         return Entity(
             LIVE_EVENT_KIND,
             {"merchant": self.config.merchant_id, "live_event": str(item["id"])},
             {
-                "ref_id": _opt_str(item.get("ref_id")),
-                "name": _opt_str(item.get("name")) or "",
+                "ref_id": parse.text(item.get("ref_id")),
+                "name": parse.text(item.get("name")) or "",
                 "encode_status": status,
                 "running": status == ENCODE_STATUS_RUNNING,
-                "live_encode_start_at": _epoch(item.get("live_encode_start_at")),
-                "live_encode_end_at": _epoch(item.get("live_encode_end_at")),
-                "created_at": _epoch(item.get("created_at")),
-                "updated_at": _epoch(item.get("updated_at")),
+                "live_encode_start_at": parse.iso_epoch(item.get("live_encode_start_at")),
+                "live_encode_end_at": parse.iso_epoch(item.get("live_encode_end_at")),
+                "created_at": parse.iso_epoch(item.get("created_at")),
+                "updated_at": parse.iso_epoch(item.get("updated_at")),
                 "input_sources": len(sources) if isinstance(sources, list) else 0,
-                "media_id": _opt_str(item.get("media_id")),
-                "live_event_profile_id": _opt_str(item.get("live_event_profile_id")),
+                "media_id": parse.text(item.get("media_id")),
+                "live_event_profile_id": parse.text(item.get("live_event_profile_id")),
                 "ad_insertion": item.get("enable_ad_insertion_flag") is True,
                 "live_to_file": item.get("enable_live_to_file_flag") is True,
             },
@@ -531,14 +531,14 @@ class SmartstreamSource(Source):
             JOB_KIND,
             {"merchant": self.config.merchant_id, "job": str(item["id"])},
             {
-                "ref_id": _opt_str(item.get("ref_id")),
-                "name": _opt_str(item.get("name")) or "",
-                "media_id": _opt_str(item.get("media_id")),
-                "encode_status": _opt_int(item.get("encode_status")),
-                "source_type": _opt_str(item.get("source_type")),
-                "job_profile_id": _opt_str(item.get("job_profile_id")),
-                "created_at": _epoch(item.get("created_at")),
-                "updated_at": _epoch(item.get("updated_at")),
+                "ref_id": parse.text(item.get("ref_id")),
+                "name": parse.text(item.get("name")) or "",
+                "media_id": parse.text(item.get("media_id")),
+                "encode_status": parse.integer(item.get("encode_status")),
+                "source_type": parse.text(item.get("source_type")),
+                "job_profile_id": parse.text(item.get("job_profile_id")),
+                "created_at": parse.iso_epoch(item.get("created_at")),
+                "updated_at": parse.iso_epoch(item.get("updated_at")),
                 "observed_at": observed_at,
             },
         )
@@ -684,36 +684,3 @@ def _error_body(raw: bytes) -> tuple[str | None, str | None]:
         code = None  # never put arbitrary text into a metric label
     message = body.get("message")
     return code, (message if isinstance(message, str) and message else None)
-
-
-def _epoch(value: Any) -> float | None:
-    """ISO 8601 (`2018-03-14T14:42:04.632+09:00`, `...Z`) → epoch seconds; naive means UTC."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
-
-
-def _opt_str(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    return value if isinstance(value, str) else str(value)
-
-
-def _opt_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    return None
