@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from monitor.alerting.matchers import Matcher
-from monitor.yamlfile import LoadedYaml, YamlError, format_path, load_yaml
+from monitor.yamlfile import LoadedYaml, PathKey, YamlError, format_path, load_yaml
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -284,10 +284,11 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-def _describe(error: Mapping[str, Any]) -> str:
+def describe_error(error: Mapping[str, Any], unknown_key: str = "unknown key") -> str:
+    """One pydantic error as an operator reads it."""
     kind = error.get("type", "")
     if kind == "extra_forbidden":
-        return "unknown key (check the spelling against the configuration reference)"
+        return unknown_key
     if kind == "missing":
         return "required key is missing"
     message = str(error.get("msg", "invalid value"))
@@ -297,15 +298,25 @@ def _describe(error: Mapping[str, Any]) -> str:
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def error_path(error: Mapping[str, Any], aliases: Mapping[str, str] | None = None) -> PathKey:
+    """The key path of a pydantic error. pydantic adds validator and union branch tags
+    (`function-after[...]`) to `loc`; only field names and list indexes are a key path."""
+    aliases = aliases or {}
+    return tuple(
+        aliases.get(part, part) if isinstance(part, str) else part
+        for part in error["loc"]
+        if isinstance(part, int) or _FIELD_NAME.match(part)
+    )
+
+
 def validation_problems(exc: ValidationError, loaded: LoadedYaml) -> list[str]:
     problems = []
     for error in exc.errors():
-        # pydantic adds validator and union branch tags (`function-after[...]`) to `loc`;
-        # only field names and list indexes belong to the key path an operator reads.
-        path = tuple(
-            part for part in error["loc"] if isinstance(part, int) or _FIELD_NAME.match(part)
+        path = error_path(error)
+        reason = describe_error(
+            error, "unknown key (check the spelling against the configuration reference)"
         )
-        problems.append(f"{loaded.where(path)}: {format_path(path)}: {_describe(error)}")
+        problems.append(f"{loaded.where(path)}: {format_path(path)}: {reason}")
     return problems
 
 

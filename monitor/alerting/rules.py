@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from monitor.alerting.expr import Expr, ExprError, compile_expr
 from monitor.alerting.templates import Template, TemplateError, compile_template
-from monitor.config import Duration
+from monitor.config import Duration, Strict, describe_error, error_path
 from monitor.sources import ENTITY_KINDS
 from monitor.yamlfile import LoadedYaml, PathKey, YamlError, format_path, load_yaml
 
@@ -24,22 +24,18 @@ _ALERT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Id3Frame(_Strict):
+class Id3Frame(Strict):
     frameType: Annotated[str, Field(pattern=r"^(TXXX|T[A-Z0-9]{3}|PRIV)$")]
     info: str | None = None
     data: str = ""
 
 
-class RestartParams(_Strict):
+class RestartParams(Strict):
     after: Duration = 0.0
     verify_timeout: Duration = 60.0
 
 
-class HlsDumpParams(_Strict):
+class HlsDumpParams(Strict):
     duration: Duration = 60.0
     output_path: str
     output_stream_name: str | None = None
@@ -47,21 +43,21 @@ class HlsDumpParams(_Strict):
     info_file: str | None = None
 
 
-class Id3EventParams(_Strict):
+class Id3EventParams(Strict):
     frames: Annotated[list[Id3Frame], Field(min_length=1)]
     event_type: str = "event"
     urgent: bool = False
     on_resolve: bool = False
 
 
-ACTION_PARAMS: dict[str, type[_Strict]] = {
+ACTION_PARAMS: dict[str, type[Strict]] = {
     "restart": RestartParams,
     "hls_dump": HlsDumpParams,
     "id3_event": Id3EventParams,
 }
 
 
-class RuleSpec(_Strict):
+class RuleSpec(Strict):
     alert: str
     kind: str
     expr: str
@@ -109,12 +105,12 @@ class RuleSpec(_Strict):
         return labels
 
 
-class GroupSpec(_Strict):
+class GroupSpec(Strict):
     name: Annotated[str, Field(min_length=1)]
     rules: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class RuleFileSpec(_Strict):
+class RuleFileSpec(Strict):
     groups: list[GroupSpec] = Field(default_factory=list)
 
 
@@ -223,8 +219,7 @@ def _compile_file(loaded: LoadedYaml) -> tuple[list[RuleGroup], list[str]]:
         spec = RuleFileSpec.model_validate(data)
     except ValidationError as exc:
         for error in exc.errors():
-            path = tuple(p for p in error["loc"] if isinstance(p, int) or _LABEL_NAME.match(p))
-            problems.append(_problem(loaded, path, None, _message(error)))
+            problems.append(_problem(loaded, error_path(error), None, describe_error(error)))
         return [], problems
     groups = []
     for g_index, group in enumerate(spec.groups):
@@ -250,14 +245,6 @@ def _compile_file(loaded: LoadedYaml) -> tuple[list[RuleGroup], list[str]]:
     return groups, problems
 
 
-def _message(error: Mapping[str, Any]) -> str:
-    if error.get("type") == "extra_forbidden":
-        return "unknown key"
-    if error.get("type") == "missing":
-        return "required key is missing"
-    return str(error.get("msg", "invalid")).removeprefix("Value error, ")
-
-
 def _compile_rule(
     loaded: LoadedYaml, path: PathKey, group: str, raw: Any
 ) -> tuple[AlertingRule | None, list[str]]:
@@ -267,12 +254,8 @@ def _compile_rule(
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            loc = tuple(
-                "for" if p == "for_" else p
-                for p in error["loc"]
-                if isinstance(p, int) or _LABEL_NAME.match(p)
-            )
-            problems.append(_problem(loaded, (*path, *loc), name, _message(error)))
+            loc = error_path(error, {"for_": "for"})
+            problems.append(_problem(loaded, (*path, *loc), name, describe_error(error)))
         return None, problems
     problems: list[str] = []
     expr = None
@@ -362,8 +345,8 @@ def _action(
         parsed = model.model_validate(params or {})
     except ValidationError as exc:
         for error in exc.errors():
-            loc = tuple(p for p in error["loc"] if isinstance(p, int) or _LABEL_NAME.match(p))
-            problems.append(_problem(loaded, (*path, name, *loc), rule, _message(error)))
+            loc = error_path(error)
+            problems.append(_problem(loaded, (*path, name, *loc), rule, describe_error(error)))
         return None
     templates: dict[str, Template] = {}
     for key, text in _template_strings(parsed):

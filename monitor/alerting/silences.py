@@ -216,7 +216,8 @@ class Silencer:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    # Milliseconds, like every other timestamp of the HTTP API.
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_time(value: Any) -> float:
