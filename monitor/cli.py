@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from monitor import __version__
+from monitor.alerting.rules import RuleError
 from monitor.config import Config, ConfigError, load_config
 from monitor.logs import setup_logging
 
@@ -83,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from monitor.demo import run_demo
 
             return asyncio.run(run_demo(args.listen, args.state_dir, args.duration))
-    except ConfigError as exc:
+    except (ConfigError, RuleError) as exc:
+        # Nothing has started yet: config and rules are validated before anything runs.
         print(
             f"streamwatch: configuration rejected ({len(exc.problems)} problem(s)):",
             file=sys.stderr,
@@ -120,7 +122,7 @@ def cmd_check(path: Path) -> int:
 
 def check_rules(config: Config) -> list[str]:
     """Every problem in the rule files the config names."""
-    from monitor.alerting.rules import RuleError, load_rule_files
+    from monitor.alerting.rules import load_rule_files
 
     try:
         load_rule_files(config.rule_files)

@@ -82,3 +82,18 @@ def test_version(capsys):
         main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"streamwatch {__version__}"
+
+
+def test_run_with_a_bad_rule_file_starts_nothing_and_exits_1(tmp_path, capsys, unused_tcp_port):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "groups:\n  - name: g\n    rules:\n      - {alert: Bad, kind: ome.stream, expr: 'present and'}\n"
+    )
+    path = tmp_path / "streamwatch.yaml"
+    path.write_text(
+        f"listen: 127.0.0.1:{unused_tcp_port}\nstate_dir: {tmp_path / 'state'}\nrule_files: [{rules}]\n"
+    )
+    assert main(["run", "-c", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{rules}:4: rule 'Bad'" in err
+    assert not (tmp_path / "state").exists(), "nothing was started"
