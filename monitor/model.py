@@ -65,9 +65,6 @@ class Entity:
     def present(self) -> bool:
         return bool(self.fields.get("present", True))
 
-    def get(self, name: str, default: FieldValue = None) -> FieldValue:
-        return self.fields.get(name, default)
-
 
 @dataclass(frozen=True, slots=True)
 class SourceRef:
@@ -118,6 +115,3 @@ class Snapshot:
         cls, source: SourceRef, taken_at: float, failure: PollFailure, duration: float = 0.0
     ) -> Snapshot:
         return cls(source=source, taken_at=taken_at, failure=failure, duration=duration)
-
-    def by_kind(self, kind: str) -> list[Entity]:
-        return [e for e in self.entities if e.kind == kind]

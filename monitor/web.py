@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
@@ -60,13 +59,12 @@ class DaemonView(Protocol):
 
 VIEW = web.AppKey("view", DaemonView)
 CALLBACKS = web.AppKey("callback_requests", Counter)
-EXTRA_ROUTES = web.AppKey("extra_routes", list)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, indent=None))
+    return web.json_response(data, status=status)
 
 
 def require_token(handler: Handler) -> Handler:

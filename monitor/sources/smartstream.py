@@ -655,7 +655,7 @@ class SmartstreamSource(Source):
 def _status_of(event: Entity | None, default: str | None) -> str | None:
     if event is None:
         return default
-    value = event.get("encode_status")
+    value = event.fields.get("encode_status")
     return value if isinstance(value, str) else default
 
 
