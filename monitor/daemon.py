@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from pydantic import BaseModel
 
 from monitor import __version__, systemd
-from monitor.alerting.engine import AlertEngine
+from monitor.alerting.engine import AlertEngine, Transition
 from monitor.alerting.matchers import Matcher
 from monitor.alerting.rules import RuleError, RuleGroup, load_rule_files
 from monitor.alerting.silences import MaintenanceWindow, Silencer
@@ -127,6 +127,7 @@ class Daemon:
             source_down_after=self.config.alerting.source_down_after,
         )
         self.snapshot_listeners.insert(0, self.engine.on_snapshot)
+        self.engine.subscribe(log_transitions)
         configured = {f"{kind}/{name}" for kind, name in source_configs(self.config.sources)}
         for source in self.engine.sources() - configured:
             self.engine.forget_source(source)  # a source removed while the daemon was down
@@ -395,6 +396,21 @@ class Daemon:
         while True:
             systemd.notify("WATCHDOG=1")
             await asyncio.sleep(interval)
+
+
+def log_transitions(transitions: Sequence[Transition]) -> None:
+    """One log line per alert transition: the journal then tells an incident's story."""
+    for transition in transitions:
+        alert = transition.alert
+        labels = ",".join(f"{k}={v}" for k, v in sorted(alert.labels.items()) if k != "alertname")
+        log.info(
+            "alert %s alertname=%s fingerprint=%s labels=%s%s",
+            transition.kind,
+            alert.alertname,
+            alert.fingerprint,
+            labels,
+            f" silenced_by={','.join(transition.silenced_by)}" if transition.silenced_by else "",
+        )
 
 
 def load_rules(config: Config) -> list[RuleGroup]:
