@@ -78,7 +78,10 @@ async def sims(real_clock) -> AsyncIterator[Simulators]:
         yield running
 
 
-async def test_shipped_rules_fire_on_the_simulators_scheduled_faults(sims, real_clock, tmp_path):
+async def test_shipped_rules_fire_on_the_simulators_scheduled_faults(
+    sims, real_clock, tmp_path, caplog
+):
+    caplog.set_level(logging.INFO)
     daemon = Daemon(write_config(tmp_path, sims), clock=real_clock)
     await daemon.start(serve=False, schedule=False)
     seen: list[Transition] = []
@@ -109,6 +112,7 @@ async def test_shipped_rules_fire_on_the_simulators_scheduled_faults(sims, real_
     } <= fired
     # The OME simulator's 500 burst took one poll down: frozen, not resolved, not a SourceDown.
     assert "StreamwatchSourceDown" not in fired
+    assert "alert firing alertname=OmeIngestStalled" in caplog.text, "transitions are logged"
     stalled = next(
         t for t in seen if t.kind == "firing" and t.alert.labels["alertname"] == "OmeIngestStalled"
     )
