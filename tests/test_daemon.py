@@ -260,7 +260,10 @@ async def test_sighup_style_reload_keeps_old_config_on_error(ome, tmp_path, capl
         await daemon.stop()
 
 
-async def test_naver_callback_route_dedup_and_cursor_across_restart(sims, real_clock, tmp_path):
+async def test_naver_callback_route_dedup_and_cursor_across_restart(
+    sims, real_clock, tmp_path, caplog
+):
+    caplog.set_level(logging.DEBUG)
     path = write_config(tmp_path, sims)
     daemon = Daemon(path, clock=real_clock)
     # The callback itself triggers a poll (request_refresh), so every snapshot is collected.
@@ -318,6 +321,8 @@ async def test_naver_callback_route_dedup_and_cursor_across_restart(sims, real_c
         counted = sample(
             daemon.exporter, "naver_channel_events_total", channel=channel, event="PUBLISH_END"
         )
+        exposed = daemon.exporter.render()[0].decode() + caplog.text
+        assert CALLBACK_TOKEN not in exposed and sims.naver_secret_key not in exposed
         assert counted == 1
     finally:
         await daemon.stop()
