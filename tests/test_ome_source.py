@@ -210,6 +210,22 @@ async def test_actions_reach_the_simulator(sim, sim_url, clock, tmp_path: Path):
         [dump] = await source.hls_dumps("default", "live", "main", output_stream_name="main")
         assert dump["enabled"] is False
         assert [p["id"] for p in await source.pushes("default", "live")] == ["youtube"]
+        started = await source.start_push(
+            "default",
+            "live",
+            {
+                "id": "backup-cdn",
+                "stream": {"name": "main"},
+                "protocol": "rtmp",
+                "url": "rtmp://127.0.0.1/b",
+                "streamKey": "k",
+            },
+        )
+        assert started["id"] == "backup-cdn" and started["state"] in ("ready", "pushing")
+        assert {p["id"] for p in await source.pushes("default", "live")} == {
+            "youtube",
+            "backup-cdn",
+        }
         await source.stop_push("default", "live", "youtube")
         assert await source.stream_exists("default", "live", "main")
         await source.delete_stream("default", "live", "main")
@@ -219,6 +235,7 @@ async def test_actions_reach_the_simulator(sim, sim_url, clock, tmp_path: Path):
     mutating = [(c.method, c.path) for c in sim.calls]
     assert ("DELETE", "/v1/vhosts/default/apps/live/streams/main") in mutating
     assert ("POST", "/v1/vhosts/default/apps/live:stopPush") in mutating
+    assert ("POST", "/v1/vhosts/default/apps/live:startPush") in mutating
 
 
 def samples(exporter: Exporter) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
