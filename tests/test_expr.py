@@ -588,7 +588,7 @@ def test_functions_list_is_exactly_the_documented_one() -> None:
             [
                 *("age", "rate", "delta", "changed", "has", "abs", "min", "max", "len"),
                 *("startswith", "endswith", "matches", "lower", "upper"),
-                *("round", "int", "float", "str"),
+                *("round", "int", "float", "str", "get"),
             ]
         )
         == FUNCTIONS
@@ -844,3 +844,25 @@ def test_regex_compiled_once_at_load() -> None:
     expr = compile_expr("matches(stream, 'cam[0-9]+')")
     assert expr.test(ctx()) == (True, True)
     assert expr.test(ctx(labels={"stream": "camX"})) == (False, False)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ('get(connections, "llhls") > 5', (True, 7)),
+        ('get(connections, "webrtc") > 5', (False, 0)),
+        ('get(connections, "nosuch") > 5', (False, None)),
+        ('get(stream, "x") > 5', (False, None)),
+        ('get(connections, "llhls") > 5 or not present', (True, 7)),
+    ],
+)
+def test_get_reads_one_key_of_a_map_field(source, expected):
+    ctx = EvalContext(
+        fields={"connections": {"llhls": 7, "webrtc": 0}, "present": True},
+        labels={"stream": "main"},
+        previous=None,
+        previous_at=None,
+        taken_at=0.0,
+        now=0.0,
+    )
+    assert compile_expr(source).test(ctx) == expected

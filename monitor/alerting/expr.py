@@ -315,6 +315,16 @@ def _round(x: Any, digits: Any = None) -> Any:
     return round(x, digits)
 
 
+def _get(mapping: Any, key: Any) -> Any:
+    """One key of a map field (`get(connections, "llhls")`); a missing key is unknown."""
+    if not isinstance(mapping, Mapping):
+        raise TypeError("get(): the first argument must be a map field")
+    value = mapping.get(key)
+    if value is None:
+        raise KeyError(key)
+    return value
+
+
 # name -> (min args, max args or None, implementation or None for the special ones)
 _SPECIAL = ("age", "rate", "delta", "changed", "has", "matches")
 _PLAIN_FUNCTIONS: dict[str, tuple[int, int | None, Callable[..., Any]]] = {
@@ -330,6 +340,7 @@ _PLAIN_FUNCTIONS: dict[str, tuple[int, int | None, Callable[..., Any]]] = {
     "int": (1, 1, int),
     "float": (1, 1, float),
     "str": (1, 1, str),
+    "get": (2, 2, _get),
 }
 FUNCTIONS: frozenset[str] = frozenset(_SPECIAL) | frozenset(_PLAIN_FUNCTIONS)
 _FIELD_FUNCTIONS = ("rate", "delta", "changed", "has")
