@@ -201,6 +201,8 @@ def print_entities(snapshots: Sequence) -> None:
 
 
 def _short(value: object) -> str:
+    if isinstance(value, tuple):
+        return f"[{len(value)}]"
     if isinstance(value, float):
         return f"{value:.6g}"
     if isinstance(value, dict) or hasattr(value, "items"):

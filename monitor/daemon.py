@@ -189,6 +189,7 @@ class Daemon:
         if self._store is not None:
             self._store.close()
             self._store = None
+        self.exporter.close()
         self._stopped.set()
         log.info("streamwatch stopped")
 
@@ -379,7 +380,7 @@ class Daemon:
             return  # a poll of a source that a reload has just replaced or removed
         if snapshot.ok and self._runner is not None:
             # Render the new snapshot for the scraper now, off the loop, not when it asks.
-            self._spawn(asyncio.to_thread(self.exporter.warm))
+            self._spawn(self.exporter.warm_soon())
         for listener in self.snapshot_listeners:
             try:
                 listener(snapshot)

@@ -12,11 +12,12 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Union
+from typing import Any, Union
 
-# A field holds a number, a string, a flag, nothing, or a small open map of numbers
-# (OME's per-protocol `connections`, whose keys change between OME versions).
-FieldValue = Union[int, float, str, bool, None, Mapping[str, float]]  # noqa: UP007
+# A field holds a number, a string, a flag, nothing, a small open map of numbers (OME's
+# per-protocol `connections`, whose keys change between OME versions), or a tuple of small
+# records (an OME stream's input `tracks`).
+FieldValue = Union[int, float, str, bool, None, Mapping[str, float], tuple[Mapping[str, Any], ...]]  # noqa: UP007
 
 
 def fingerprint(labels: Mapping[str, str]) -> str:

@@ -6,7 +6,6 @@ into the daemon. State-changing routes need the bearer token from the config.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -94,9 +93,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     accept = ",".join(request.headers.getall("Accept", []))
     encoding = request.headers.get("Accept-Encoding", "")
     exporter = request.app[VIEW].exporter
-    chunks, content_type, content_encoding = await asyncio.to_thread(
-        exporter.render_payload, accept, encoding
-    )
+    chunks, content_type, content_encoding = await exporter.payload(accept, encoding)
     headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
     if content_encoding:
         headers["Content-Encoding"] = content_encoding

@@ -96,10 +96,10 @@ async def test_poll_discovers_everything_and_maps_fields(sim_url, clock):
     assert main.fields["source_type"] == "Rtmp"
     assert (main.fields["video_framerate"], main.fields["video_keyframe_interval"]) == (30, 60)
     assert main.fields["video_bitrate"] == 2_500_000
-    tracks = by_kind(entities, "ome.track")
-    assert {t.fields["type"] for t in tracks.values()} == {"video", "audio"}, (
-        "the RTMP Data track is skipped"
-    )
+    tracks = main.fields["tracks"]
+    assert [t["type"] for t in tracks] == ["video", "audio"], "the RTMP Data track is skipped"
+    assert main.fields["track_count"] == 3
+    assert all(e.kind != "ome.track" for e in entities), "tracks ride on their stream"
     assert set(by_kind(entities, "ome.app")) == {("default", "live"), ("default", "other")}
     assert set(by_kind(entities, "ome.vhost")) == {("default",)}
     [push] = [e for e in entities if e.kind == "ome.push"]
@@ -323,3 +323,26 @@ async def test_exported_numbers_match_the_simulator(sim, sim_url, clock, caplog)
     text = exporter.render()[0].decode() + caplog.text
     assert TOKEN not in text and base64.b64encode(TOKEN.encode()).decode() not in text
     assert "source down" in caplog.text
+
+
+async def test_gzip_and_plain_expositions_are_the_same_text(sim_url, clock):
+    import gzip
+
+    registry = CollectorRegistry()
+    source = make_source(sim_url, clock, registry)
+    poller = SourcePoller(source, source.context.metrics, clock=clock)
+    exporter = Exporter(registry, lambda: [poller])
+    await source.open()
+    try:
+        await poller.refresh()
+    finally:
+        await source.close()
+    for accept in ("", "application/openmetrics-text; version=1.0.0"):
+        zipped, content_type, encoding = exporter.render_payload(accept, "gzip, deflate")
+        plain, plain_type, none = exporter.render_payload(accept, "")
+        assert (encoding, none, content_type) == ("gzip", None, plain_type)
+        assert gzip.decompress(b"".join(zipped)) == b"".join(plain)
+        again, _, _ = exporter.render_payload(accept, "gzip")
+        assert gzip.decompress(b"".join(again)) == b"".join(plain), (
+            "the cached compressor is copied, not reused"
+        )

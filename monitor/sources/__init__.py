@@ -15,7 +15,6 @@ ENTITY_KINDS = (
     "ome.vhost",
     "ome.app",
     "ome.stream",
-    "ome.track",
     "ome.push",
     "ome.record",
     "smartstream.live_event",

@@ -12,6 +12,7 @@ import fnmatch
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 KIND_VHOST = "ome.vhost"
 KIND_APP = "ome.app"
 KIND_STREAM = "ome.stream"
-KIND_TRACK = "ome.track"
 KIND_PUSH = "ome.push"
 KIND_RECORD = "ome.record"
 
@@ -339,21 +339,20 @@ class OmeSource(Source):
         except NotFound:
             return []  # ended between the list and now: normal, not an error
         fields = stats_fields(stats)
-        entities: list[Entity] = []
         source = info.get("input") if isinstance(info.get("input"), Mapping) else {}
         fields["source_type"] = (
             sys.intern(str(source.get("sourceType", "Unknown"))) if info else None
         )
-        tracks = source.get("tracks") if isinstance(source.get("tracks"), list) else []
-        fields["track_count"] = len(tracks)
-        for track in tracks:
-            if not isinstance(track, Mapping):
-                continue
-            described = track_fields(track)
+        raw_tracks = source.get("tracks") if isinstance(source.get("tracks"), list) else []
+        # Tracks ride on their stream rather than being entities of their own: 10,000 streams
+        # are then 10,000 entities, not 30,000 (a third of a snapshot's memory).
+        tracks: list[Mapping[str, Any]] = []
+        for index, track in enumerate(raw_tracks):
+            described = track_fields(track) if isinstance(track, Mapping) else None
             if described is None:
                 continue
-            track_labels = {**labels, "track": str(track.get("id", len(entities)))}
-            entities.append(Entity(KIND_TRACK, track_labels, described))
+            described["track"] = str(track.get("id", index))
+            tracks.append(MappingProxyType(described))
             kind = described["type"]
             # The first track of each type summarises the stream for rules.
             if f"{kind}_codec" not in fields:
@@ -367,7 +366,9 @@ class OmeSource(Source):
                 ):
                     if name in described:
                         fields[f"{kind}_{name}"] = described[name]
-        return [Entity(KIND_STREAM, labels, fields), *entities]
+        fields["track_count"] = len(raw_tracks)
+        fields["tracks"] = tuple(tracks)
+        return [Entity(KIND_STREAM, labels, fields)]
 
     # -- actions ------------------------------------------------------------------------------
 
