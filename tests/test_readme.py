@@ -1,0 +1,41 @@
+"""The README's configuration reference is a config the daemon accepts, and its rule example
+is a rule file it accepts: the documentation cannot drift from the code unnoticed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from monitor.alerting.rules import load_rule_files
+from monitor.config import load_config
+
+README = (Path(__file__).parent.parent / "README.md").read_text()
+
+
+def yaml_block_after(heading: str) -> str:
+    section = README[README.index(heading) :]
+    return re.search(r"```yaml\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
+
+
+def test_configuration_reference_validates(tmp_path):
+    path = tmp_path / "streamwatch.yaml"
+    path.write_text(yaml_block_after("## Configuration"))
+    env = {name: "x" for name in re.findall(r"\$\{([A-Z_]+)\}", path.read_text())}
+    config = load_config(path, env=env)
+    assert config.sources.ome[0].expected_streams == ["default/app/stream"]
+    assert config.sources.smartstream[0].rate_limit == 50
+    assert [s.name for s in config.silences] == ["nightly-encoder-reboot", "migration"]
+
+
+def test_rule_example_validates(tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml_block_after("## Alert rules"))
+    [group] = load_rule_files([str(path)])
+    [rule] = group.rules
+    assert (rule.name, rule.kind, rule.hold, rule.keep_firing_for) == (
+        "OmeIngestStalled",
+        "ome.stream",
+        15,
+        30,
+    )
+    assert [a.name for a in rule.actions] == ["id3_event", "hls_dump", "restart"]
