@@ -579,7 +579,9 @@ async def test_reloads_in_quick_succession_end_with_the_last_config(ome, tmp_pat
         # an unserialised second reload would interleave its own diff.
         sim.delay(1, count=1)
         polling = asyncio.ensure_future(daemon.poll_all())
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0)  # one turn of the loop: the poll takes its lock, then waits on HTTP
+        await asyncio.sleep(0)
+        assert daemon.pollers()[0].busy
         path.write_text(good.replace("name: origin", "name: third"))
         first = asyncio.ensure_future(daemon.reload())
         await asyncio.sleep(0)  # let the first reload begin before the file changes again
