@@ -329,7 +329,10 @@ class Daemon:
             args=[key],
             id=self._job_id(key),
             next_run_time=first,
-            max_instances=1,  # polls of one source never overlap
+            # Two, so that a tick during an overrunning poll reaches the poller, which skips
+            # it (its lock keeps polls from overlapping) and says so once, where APScheduler
+            # would warn on every tick.
+            max_instances=2,
             coalesce=True,
             misfire_grace_time=max(1, int(poller.source.interval)),
         )

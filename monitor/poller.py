@@ -41,6 +41,7 @@ class SourcePoller:
         self.not_before: float = 0.0
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[object] | None = None
+        self._overrun_logged = False
 
     def inherit(self, old: SourcePoller) -> None:
         """Take over what a poller replaced by a reload knew: the last good snapshot (so series
@@ -70,11 +71,15 @@ class SourcePoller:
         a warning (the source is slower than its interval); a skipped extra poll (`requested`,
         e.g. after a callback) is not: the running one will bring the news."""
         if self._lock.locked():
+            # Said once per overrun, not on every skipped tick; an extra poll (`requested`)
+            # that finds one running is normal and only debug.
+            loud = not requested and not self._overrun_logged
             log.log(
-                logging.DEBUG if requested else logging.WARNING,
+                logging.WARNING if loud else logging.DEBUG,
                 "poll skipped source=%s reason=previous_poll_still_running",
                 self.ref,
             )
+            self._overrun_logged = self._overrun_logged or loud
             return None
         if self.clock() < self.not_before:
             return None
@@ -84,6 +89,7 @@ class SourcePoller:
                 snapshot = await self._poll_once()
             finally:
                 self._task = None
+                self._overrun_logged = False
         self._record(snapshot)
         for listener in self.listeners:
             listener(snapshot)

@@ -626,3 +626,29 @@ def test_timestamps_parse_like_the_documents():
     assert _epoch("2018-03-14T14:42:04.632+09:00") == pytest.approx(jst)
     assert _epoch("2017-10-01T00:00:00.000Z") == pytest.approx(1506816000.0)
     assert _epoch(None) is None and _epoch("") is None and _epoch("soon") is None
+
+
+async def test_a_reloaded_source_keeps_the_budget_and_the_token(sim, clock, metrics):
+    async with serve(sim.app()) as base:
+        context = SourceContext(metrics=metrics, clock=clock)
+        old = SmartstreamSource(
+            make_config(base, token=None, mail_address=MAIL, password=PASSWORD),
+            context,
+            sleep=clock.sleep,
+        )
+        await old.open()
+        await old.poll()
+        await old.close()
+        issued = sim.tokens_issued
+        changed = make_config(
+            base, token=None, mail_address=MAIL, password=PASSWORD, interval="60s"
+        )
+        new = SmartstreamSource(changed, context, sleep=clock.sleep)
+        new.inherit(old)
+        await new.open()
+        try:
+            await new.poll()
+        finally:
+            await new.close()
+    assert new.bucket is old.bucket
+    assert sim.tokens_issued == issued, "the fetched token was carried over, not fetched again"

@@ -454,6 +454,20 @@ class SmartstreamSource(Source):
             self.config.rate_limit,
         ):
             self.bucket = self.client.bucket = old.bucket
+            same_credentials = (
+                old.config.api_key,
+                old.config.token,
+                old.config.mail_address,
+                old.config.password,
+            ) == (
+                self.config.api_key,
+                self.config.token,
+                self.config.mail_address,
+                self.config.password,
+            )
+            if same_credentials:
+                # A fetched token stays valid across a reload; fetching another spends budget.
+                self.client._token = old.client._token
 
     def __repr__(self) -> str:
         return f"SmartstreamSource({self.ref}, merchant={self.config.merchant_id!r})"
