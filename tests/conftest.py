@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 
 class FakeClock:
-    """A `Callable[[], float]` clock that moves only when the test says so."""
+    """A `Callable[[], float]` clock that moves only when the test says so.
+
+    `sleep` is an async stand-in for `asyncio.sleep` that moves the clock instead of waiting
+    (it still yields once to the loop); every call is kept in `slept`."""
 
     def __init__(self, start: float = 1_800_000_000.0):
         self.now = start
+        self.slept: list[float] = []
 
     def __call__(self) -> float:
         return self.now
@@ -17,6 +23,11 @@ class FakeClock:
     def advance(self, seconds: float) -> float:
         self.now += seconds
         return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += max(0.0, seconds)
+        await asyncio.sleep(0)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from conftest import FakeClock
 from prometheus_client import CollectorRegistry, generate_latest
 
 from monitor.config import NaverSourceConfig
@@ -32,14 +33,6 @@ T0 = 1_750_000_000.0
 MS = int(T0 * 1000)
 
 
-class FakeClock:
-    def __init__(self, now: float = T0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass(frozen=True)
 class HookContext(SourceContext):
     """A context with the daemon's refresh hook (whether or not base.py declares it)."""
@@ -49,7 +42,7 @@ class HookContext(SourceContext):
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(T0)
 
 
 @pytest.fixture

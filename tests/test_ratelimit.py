@@ -5,22 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from conftest import FakeClock
 
 from monitor.sources.ratelimit import RateLimitExceeded, TokenBucket
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 def bucket(rate: float, capacity: float, clock: FakeClock) -> TokenBucket:
@@ -28,7 +15,7 @@ def bucket(rate: float, capacity: float, clock: FakeClock) -> TokenBucket:
 
 
 async def test_capacity_is_free_then_acquire_waits_for_refill():
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     b = bucket(rate=0.5, capacity=3, clock=clock)
     assert [await b.acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
     assert clock.slept == []
@@ -38,7 +25,7 @@ async def test_capacity_is_free_then_acquire_waits_for_refill():
 
 
 async def test_max_wait_exceeded_takes_nothing():
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     b = bucket(rate=1, capacity=1, clock=clock)
     await b.acquire()
     with pytest.raises(RateLimitExceeded) as info:
@@ -49,7 +36,7 @@ async def test_max_wait_exceeded_takes_nothing():
 
 
 async def test_refill_is_capped_at_capacity():
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     b = bucket(rate=10, capacity=2, clock=clock)
     await b.acquire(2)
     clock.now += 3600
@@ -58,7 +45,7 @@ async def test_refill_is_capped_at_capacity():
 
 
 async def test_a_queued_reservation_counts_against_later_callers():
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     never = asyncio.Event()
 
     async def blocked_sleep(seconds: float) -> None:
@@ -78,14 +65,14 @@ async def test_a_queued_reservation_counts_against_later_callers():
 
 
 async def test_reservations_serialise_concurrent_callers():
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     b = TokenBucket(1, 1, clock=clock, sleep=lambda s: asyncio.sleep(0))  # time stands still
     waits = await asyncio.gather(*(b.acquire() for _ in range(4)))
     assert waits == [0.0, pytest.approx(1.0), pytest.approx(2.0), pytest.approx(3.0)]
 
 
 async def test_cancelled_wait_gives_its_reservation_back():
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     never = asyncio.Event()
 
     async def blocked_sleep(seconds: float) -> None:
@@ -103,7 +90,7 @@ async def test_cancelled_wait_gives_its_reservation_back():
 
 
 async def test_hold_delays_the_next_token():
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     b = bucket(rate=1, capacity=5, clock=clock)
     b.hold(30)
     assert b.wait_time() == pytest.approx(30)
@@ -113,7 +100,7 @@ async def test_hold_delays_the_next_token():
 
 
 def test_per_window_never_exceeds_the_limit_in_any_window():
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     limit, window = 50, 60.0
     b = TokenBucket.per_window(limit, window, clock=clock)
     taken: list[float] = []

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 import yarl
 from aiohttp import web
+from conftest import FakeClock
 
 from monitor.sim.naver import NaverSim
 from monitor.sim.serve import serve
@@ -19,14 +20,6 @@ from monitor.sim.serve import serve
 AK = "sim-access-key"
 SK = "sim-secret-key"
 T0 = 1_750_000_000.0
-
-
-class FakeClock:
-    def __init__(self, now: float = T0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def signed_headers(
@@ -77,7 +70,7 @@ class Api:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(T0)
 
 
 @pytest.fixture

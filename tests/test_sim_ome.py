@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from conftest import FakeClock
 
 from monitor.sim.ome import OmeSim, build_ome_app
 from monitor.sim.serve import serve
@@ -37,17 +38,6 @@ OLD_KEYS = {
     "mpegtspush",
     "thumbnail",
 }
-
-
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass
@@ -97,7 +87,7 @@ class Client:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(T0)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from datetime import datetime
 
 import aiohttp
 import pytest
+from conftest import FakeClock
 
 from monitor.sim.serve import serve
 from monitor.sim.smartstream import (
@@ -23,14 +24,6 @@ from monitor.sim.smartstream import (
 KEY = "sim-key-1234"
 TOKEN = "sim-token-5678"
 M = "nttsmc"
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make_sim(clock: FakeClock, **kwargs) -> SmartstreamSim:
@@ -76,7 +69,7 @@ class Api:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1_700_000_000.0)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from datetime import datetime
 
 import pytest
 from aiohttp import web
+from conftest import FakeClock
 from prometheus_client import CollectorRegistry
 
 from monitor.config import SmartstreamSourceConfig
@@ -38,21 +39,9 @@ MAIL = "ops@example.com"
 PASSWORD = "pw-Vb42-secret"
 
 
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += max(0.0, seconds)
-        await asyncio.sleep(0)
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1_700_000_000.0)
 
 
 @pytest.fixture
