@@ -17,6 +17,7 @@ from monitor.alerting.engine import AlertEngine
 from monitor.alerting.rules import load_rule_files
 from monitor.alerting.silences import Silencer
 from monitor.model import Entity, Snapshot, SourceRef
+from monitor.sources import ENTITY_KINDS
 
 # Twenty rules of the shapes operators write: liveness, thresholds, rates, string tests.
 EXPRESSIONS = [
@@ -100,7 +101,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.yaml"
         path.write_text(rules_yaml())
-        groups = load_rule_files([str(path)])
+        groups = load_rule_files([str(path)], kinds=ENTITY_KINDS)
     now = 1_800_000_000.0
     engine = AlertEngine(groups, store=None, silencer=Silencer(None), clock=lambda: now)
     source = SourceRef("ome", "bench")

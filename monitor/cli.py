@@ -17,6 +17,7 @@ from monitor import __version__
 from monitor.alerting.rules import RuleError
 from monitor.config import Config, ConfigError, load_config
 from monitor.logs import setup_logging
+from monitor.sources import ENTITY_KINDS
 
 log = logging.getLogger("streamwatch")
 
@@ -125,7 +126,7 @@ def check_rules(config: Config) -> list[str]:
     from monitor.alerting.rules import load_rule_files
 
     try:
-        load_rule_files(config.rule_files)
+        load_rule_files(config.rule_files, kinds=ENTITY_KINDS)
     except RuleError as exc:
         return list(exc.problems)
     return []

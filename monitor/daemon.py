@@ -25,14 +25,14 @@ from pydantic import BaseModel
 
 from monitor import __version__, systemd
 from monitor.alerting.engine import AlertEngine, Transition
-from monitor.alerting.matchers import Matcher
 from monitor.alerting.rules import RuleError, RuleGroup, load_rule_files
 from monitor.alerting.silences import MaintenanceWindow, Silencer
 from monitor.config import Config, ConfigError, SilenceConfig, load_config
 from monitor.export import Exporter
+from monitor.labels import Matcher
 from monitor.model import Entity, Snapshot, SourceRef
 from monitor.poller import SourcePoller
-from monitor.sources import build_source, source_configs
+from monitor.sources import ENTITY_KINDS, build_source, source_configs
 from monitor.sources.base import Clock, SourceContext, SourceMetrics
 from monitor.store import Store
 from monitor.web import CallbackReceiver, build_app
@@ -418,7 +418,7 @@ def log_transitions(transitions: Sequence[Transition]) -> None:
 
 
 def load_rules(config: Config) -> list[RuleGroup]:
-    return load_rule_files(config.rule_files)
+    return load_rule_files(config.rule_files, kinds=ENTITY_KINDS)
 
 
 def windows(silences: Sequence[SilenceConfig]) -> list[MaintenanceWindow]:

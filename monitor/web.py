@@ -16,9 +16,9 @@ from prometheus_client import CollectorRegistry, Counter
 
 from monitor import __version__
 from monitor.alerting.engine import AlertEngine, iso
-from monitor.alerting.matchers import Matcher
 from monitor.alerting.silences import Silencer, parse_time
 from monitor.export import Exporter
+from monitor.labels import Matcher
 from monitor.poller import SourcePoller
 
 log = logging.getLogger(__name__)

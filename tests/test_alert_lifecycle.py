@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from monitor.alerting.engine import FIRING, INACTIVE, PENDING, SOURCE_DOWN, AlertEngine, Transition
-from monitor.alerting.matchers import Matcher
 from monitor.alerting.rules import RuleError, load_rule_files
 from monitor.alerting.silences import MaintenanceWindow, Silencer
+from monitor.labels import Matcher
 from monitor.model import Entity, PollFailure, Snapshot, SourceRef
+from monitor.sources import ENTITY_KINDS
 from monitor.store import Store
 
 OME = SourceRef("ome", "origin-1")
@@ -51,7 +52,7 @@ def rules_file(tmp_path: Path) -> Path:
 def make_engine(
     rules_file: Path, clock, store: Store | None = None, silencer: Silencer | None = None
 ) -> tuple[AlertEngine, list[Transition]]:
-    groups = load_rule_files([str(rules_file)])
+    groups = load_rule_files([str(rules_file)], kinds=ENTITY_KINDS)
     engine = AlertEngine(
         groups, store=store, silencer=silencer or Silencer(store), clock=clock, source_down_after=60
     )
@@ -233,12 +234,12 @@ def test_bad_rule_reports_file_line_and_name(tmp_path):
         "        fro: 5s\n"
     )
     with pytest.raises(RuleError) as caught:
-        load_rule_files([str(path)])
+        load_rule_files([str(path)], kinds=ENTITY_KINDS)
     text = "\n".join(caught.value.problems)
     assert f"{path}:10: rule 'Broken': groups[0].rules[1].fro: unknown key" in text
     path.write_text(path.read_text().replace("        fro: 5s\n", ""))
     with pytest.raises(RuleError) as caught:
-        load_rule_files([str(path)])
+        load_rule_files([str(path)], kinds=ENTITY_KINDS)
     [problem] = caught.value.problems
     assert problem.startswith(
         f"{path}:9: rule 'Broken': groups[0].rules[1].expr: invalid expression"
@@ -248,7 +249,7 @@ def test_bad_rule_reports_file_line_and_name(tmp_path):
 def test_reload_carries_state_and_resolves_removed_rules(rules_file, clock):
     engine, seen = make_engine(rules_file, clock)
     engine.on_snapshot(snap(clock, stream("gone", 0, present=False)))
-    groups = load_rule_files([str(rules_file)])
+    groups = load_rule_files([str(rules_file)], kinds=ENTITY_KINDS)
     engine.update_rules(groups)
     assert [a.state for a, _ in engine.active_alerts()] == [FIRING]
     engine.update_rules([])

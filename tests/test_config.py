@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from monitor.cli import main
-from monitor.config import ConfigError, format_duration, load_config, parse_duration
+from monitor.config import ConfigError, load_config
+from monitor.schema import format_duration, parse_duration
 
 GOOD = """\
 listen: 127.0.0.1:9108

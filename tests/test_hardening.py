@@ -7,11 +7,12 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from monitor.alerting.matchers import Matcher
 from monitor.alerting.rules import RuleError, load_rule_files
 from monitor.alerting.silences import EXPIRED_RETENTION, Silencer
 from monitor.config import OmeSourceConfig, SmartstreamSourceConfig
+from monitor.labels import Matcher
 from monitor.sim.serve import serve
+from monitor.sources import ENTITY_KINDS
 from monitor.sources.base import HTTP_4XX, SourceContext, SourceError, SourceMetrics
 from monitor.sources.ome import OmeSource
 from monitor.sources.smartstream import SmartstreamSource
@@ -99,7 +100,7 @@ def test_unknown_rule_kind_is_an_error(tmp_path):
         "groups:\n  - name: g\n    rules:\n      - alert: Typo\n        kind: ome.streams\n        expr: present\n"
     )
     with pytest.raises(RuleError) as caught:
-        load_rule_files([str(path)])
+        load_rule_files([str(path)], kinds=ENTITY_KINDS)
     [problem] = caught.value.problems
     assert f"{path}:5: rule 'Typo': groups[0].rules[0].kind: unknown kind 'ome.streams'" in problem
     assert "ome.stream," in problem

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from monitor.alerting.rules import load_rule_files
 from monitor.config import load_config
+from monitor.sources import ENTITY_KINDS
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
@@ -30,7 +31,7 @@ def test_configuration_reference_validates(tmp_path):
 def test_rule_example_validates(tmp_path):
     path = tmp_path / "rules.yaml"
     path.write_text(yaml_block_after("## Alert rules"))
-    [group] = load_rule_files([str(path)])
+    [group] = load_rule_files([str(path)], kinds=ENTITY_KINDS)
     [rule] = group.rules
     assert (rule.name, rule.kind, rule.hold, rule.keep_firing_for) == (
         "OmeIngestStalled",

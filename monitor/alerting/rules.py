@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import glob
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from monitor.alerting.expr import Expr, ExprError, compile_expr
 from monitor.alerting.templates import Template, TemplateError, compile_template
-from monitor.config import Duration, Strict, describe_error, error_path
-from monitor.sources import ENTITY_KINDS
+from monitor.schema import Duration, Strict, describe_error, error_path
 from monitor.yamlfile import LoadedYaml, PathKey, YamlError, format_path, load_yaml
 
 _ALERT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -79,9 +78,12 @@ class RuleSpec(Strict):
 
     @field_validator("kind")
     @classmethod
-    def _kind(cls, value: str) -> str:
-        if value not in ENTITY_KINDS:
-            raise ValueError(f"unknown kind {value!r}; known kinds: {', '.join(ENTITY_KINDS)}")
+    def _kind(cls, value: str, info: ValidationInfo) -> str:
+        # The known kinds come from the caller (the upstream registry), so that alerting
+        # does not import the sources.
+        kinds = (info.context or {}).get("kinds")
+        if kinds is not None and value not in kinds:
+            raise ValueError(f"unknown kind {value!r}; known kinds: {', '.join(kinds)}")
         return value
 
     @field_validator("labels", "annotations", mode="before")
@@ -182,7 +184,8 @@ def expand_globs(patterns: Iterable[str]) -> tuple[list[str], list[str]]:
     return files, empty
 
 
-def load_rule_files(patterns: Sequence[str]) -> list[RuleGroup]:
+def load_rule_files(patterns: Sequence[str], *, kinds: Collection[str]) -> list[RuleGroup]:
+    """Every rule file the globs name, compiled; `kinds` are the entity kinds a rule may name."""
     files, missing = expand_globs(patterns)
     problems = [f"{p}: rule file not found" for p in missing]
     groups: list[RuleGroup] = []
@@ -193,7 +196,7 @@ def load_rule_files(patterns: Sequence[str]) -> list[RuleGroup]:
         except YamlError as exc:
             problems += exc.problems
             continue
-        file_groups, file_problems = _compile_file(loaded)
+        file_groups, file_problems = _compile_file(loaded, tuple(kinds))
         problems += file_problems
         for group in file_groups:
             if group.name in seen:
@@ -212,7 +215,7 @@ def _problem(loaded: LoadedYaml, path: PathKey, rule: str | None, message: str) 
     return f"{loaded.where(path)}:{who} {format_path(path)}: {message}"
 
 
-def _compile_file(loaded: LoadedYaml) -> tuple[list[RuleGroup], list[str]]:
+def _compile_file(loaded: LoadedYaml, kinds: tuple[str, ...]) -> tuple[list[RuleGroup], list[str]]:
     data = loaded.data if loaded.data is not None else {}
     problems: list[str] = []
     try:
@@ -227,7 +230,7 @@ def _compile_file(loaded: LoadedYaml) -> tuple[list[RuleGroup], list[str]]:
         names: set[str] = set()
         for r_index, raw in enumerate(group.rules):
             path: PathKey = ("groups", g_index, "rules", r_index)
-            rule, rule_problems = _compile_rule(loaded, path, group.name, raw)
+            rule, rule_problems = _compile_rule(loaded, path, group.name, raw, kinds)
             problems += rule_problems
             if rule is not None:
                 if rule.name in names:
@@ -246,11 +249,11 @@ def _compile_file(loaded: LoadedYaml) -> tuple[list[RuleGroup], list[str]]:
 
 
 def _compile_rule(
-    loaded: LoadedYaml, path: PathKey, group: str, raw: Any
+    loaded: LoadedYaml, path: PathKey, group: str, raw: Any, kinds: tuple[str, ...]
 ) -> tuple[AlertingRule | None, list[str]]:
     name = raw.get("alert") if isinstance(raw, Mapping) else None
     try:
-        spec = RuleSpec.model_validate(raw)
+        spec = RuleSpec.model_validate(raw, context={"kinds": kinds})
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 
-from monitor.alerting.matchers import Matcher, matches_all
+from monitor.labels import Matcher, matches_all
 from monitor.store import Store, StoredSilence
 
 EXPIRED_RETENTION = 5 * 86400.0  # expired silences stay listed this long, as in Alertmanager

@@ -1,7 +1,9 @@
 """Label matchers as Alertmanager writes them: `name="value"`, `!=`, `=~` and `!~`.
 
 Regular expressions are compiled once and anchored at both ends, as in Alertmanager's
-`pkg/labels/matcher.go`, so `stream=~"test"` does not match `latest`.
+`pkg/labels/matcher.go`, so `stream=~"test"` does not match `latest`. They are RE2 (Go's and
+Alertmanager's syntax), which runs in linear time: a matcher from the API cannot backtrack the
+daemon to a halt. A value is at most MAX_VALUE characters.
 """
 
 from __future__ import annotations
@@ -12,7 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import re2
+
 Op = Literal["=", "!=", "=~", "!~"]
+
+MAX_VALUE = 4096
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the error goes to the caller, not to stderr
 
 _MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$", re.S)
 
@@ -22,16 +30,20 @@ class Matcher:
     name: str
     op: Op
     value: str
-    _regex: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    _regex: Any = field(default=None, compare=False, repr=False)  # a compiled re2 pattern
 
     @classmethod
     def make(cls, name: str, op: Op, value: str) -> Matcher:
+        if len(value) > MAX_VALUE:
+            raise ValueError(f"matcher {name}: value is longer than {MAX_VALUE} characters")
         regex = None
         if op in ("=~", "!~"):
             try:
-                regex = re.compile(f"^(?:{value})$")
-            except re.error as exc:
-                raise ValueError(f"matcher {name}{op}{value!r}: invalid regex: {exc}") from None
+                regex = re2.compile(f"^(?:{value})$", _RE2_OPTIONS)
+            except re2.error as exc:
+                raise ValueError(
+                    f"matcher {name}{op}{value!r}: invalid regex: {_re2_message(exc)}"
+                ) from None
         return cls(name, op, value, regex)
 
     @classmethod
@@ -86,3 +98,8 @@ class Matcher:
 
 def matches_all(matchers: tuple[Matcher, ...] | list[Matcher], labels: Mapping[str, str]) -> bool:
     return all(m.matches(labels) for m in matchers)
+
+
+def _re2_message(exc: Exception) -> str:
+    text = str(exc.args[0] if exc.args else exc)
+    return text[2:-1] if text.startswith(("b'", 'b"')) else text
