@@ -1,5 +1,15 @@
 """Structured logs: one line per event, logfmt or JSON. Secrets are kept out at the source
-(SecretStr, errors built without URLs or headers), not scrubbed here."""
+(SecretStr, errors built without URLs or headers), not scrubbed here.
+
+The house rule: the message is a short constant that names the event ("source down", "alert
+transition"), and everything that varies is a field passed with `extra=`:
+
+    log.warning("source down", extra={"source": str(ref), "reason": failure.reason})
+
+so logfmt prints `msg="source down" source=ome/origin-1 reason=timeout` and JSON carries
+`"source": "ome/origin-1"` as its own key. `extra` may not use LogRecord's own attribute names
+(`name`, `msg`, `args`, `module`, ...): logging raises KeyError for those.
+"""
 
 from __future__ import annotations
 
@@ -18,16 +28,26 @@ def _logfmt_value(value: object) -> str:
     return text
 
 
+def timestamp(record: logging.LogRecord) -> str:
+    """RFC 3339 in UTC with milliseconds, the same in both formats."""
+    ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+    return f"{ts}.{int(record.msecs):03d}Z"
+
+
+def fields(record: logging.LogRecord) -> dict[str, object]:
+    """The fields a call passed with `extra=`."""
+    return {k: v for k, v in vars(record).items() if k not in _RESERVED}
+
+
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         parts = [
-            f"ts={ts}.{int(record.msecs):03d}Z",
+            f"ts={timestamp(record)}",
             f"level={record.levelname.lower()}",
             f"logger={record.name}",
             f"msg={_logfmt_value(record.getMessage())}",
         ]
-        parts += [f"{k}={_logfmt_value(v)}" for k, v in vars(record).items() if k not in _RESERVED]
+        parts += [f"{k}={_logfmt_value(v)}" for k, v in fields(record).items()]
         if record.exc_info:
             parts.append(f"exc={_logfmt_value(self.formatException(record.exc_info))}")
         return " ".join(parts)
@@ -36,12 +56,12 @@ class LogfmtFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         data = {
-            "ts": record.created,
+            "ts": timestamp(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        data |= {k: v for k, v in vars(record).items() if k not in _RESERVED}
+        data |= fields(record)
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
         return json.dumps(data, default=str)
