@@ -78,6 +78,39 @@ class SourceRef:
     def __str__(self) -> str:
         return f"{self.kind}/{self.name}"
 
+    @classmethod
+    def parse(cls, text: str) -> SourceRef:
+        """`"ome/origin-1"` → SourceRef("ome", "origin-1"); the inverse of `str()`."""
+        kind, sep, name = text.partition("/")
+        if not sep or not kind or not name:
+            raise ValueError(f"not a source reference: {text!r}")
+        return cls(kind, name)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What an alert is about: the source that observes it, and the entity's kind and identity
+    labels. Saved with the alert and with every transition, so that after a restart the
+    notifiers and the action runner still know which stream, live event or channel it is."""
+
+    source: SourceRef
+    kind: str
+    labels: Mapping[str, str]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", MappingProxyType(dict(self.labels)))
+
+    @classmethod
+    def of(cls, source: SourceRef, entity: Entity) -> Target:
+        return cls(source, entity.kind, entity.labels)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": str(self.source), "kind": self.kind, "labels": dict(self.labels)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Target:
+        return cls(SourceRef.parse(data["source"]), data["kind"], data["labels"])
+
 
 @dataclass(frozen=True, slots=True)
 class PollFailure:

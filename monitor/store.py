@@ -1,15 +1,22 @@
 """SQLite state in `state_dir`: the one module that owns the connection, the schema and the SQL.
 
-Other modules call verbs named by intent (save a cursor, remember an event, record an alert).
-Writes are a few small rows per poll, so they run on the event loop with WAL and
-`synchronous=NORMAL`; nothing here is on the scrape path.
+Other modules call verbs named by intent (save a cursor, remember an event, record alerts and
+their transitions, read and acknowledge the outbox). Writes are a few small rows per poll, so
+they run on the event loop with WAL and `synchronous=NORMAL`; nothing here is on the scrape path.
+
+The outbox is the saved transition stream. The engine appends a transition in the same
+transaction that saves the alert's new state; each consumer (a notifier, the action runner)
+reads what it has not acknowledged, at its own pace, and acknowledges an entry only after it has
+handled it. A consumer's position is a floor (every id at or below it is done) plus the done
+ids above it, so consumers may finish entries out of order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +66,29 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     );
     """,
+    """
+    ALTER TABLE alert ADD COLUMN target TEXT;
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX outbox_at ON outbox (at);
+    CREATE TABLE outbox_consumer (
+        name TEXT PRIMARY KEY,
+        floor INTEGER NOT NULL,
+        registered_at REAL NOT NULL
+    );
+    CREATE TABLE outbox_done (
+        consumer TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        done_at REAL NOT NULL,
+        PRIMARY KEY (consumer, id)
+    );
+    """,
 )
 
 
@@ -76,6 +106,13 @@ class StoredAlert:
     last_sent_at: float | None
     keep_firing_since: float | None
     value: str | None
+    target: dict[str, Any] | None = None  # Target.to_json(); None in rows from before v3
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    id: int
+    body: str  # the transition as JSON (Transition.to_json)
 
 
 @dataclass(frozen=True)
@@ -100,6 +137,18 @@ class Store:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._migrate()
 
+    def limit_size(self, max_bytes: int | None) -> None:
+        """Cap the database at about `max_bytes` (None: no cap). A write past it fails as on a
+        full disk ("database or disk is full"), which is how the tests fill the disk."""
+        (page_size,) = self._db.execute("PRAGMA page_size").fetchone()
+        pages = 4_294_967_294 if max_bytes is None else max(1, max_bytes // page_size)
+        self._db.execute(f"PRAGMA max_page_count = {int(pages)}")
+
+    def size_bytes(self) -> int:
+        (pages,) = self._db.execute("PRAGMA page_count").fetchone()
+        (page_size,) = self._db.execute("PRAGMA page_size").fetchone()
+        return int(pages * page_size)
+
     @classmethod
     def in_dir(cls, state_dir: Path) -> Store:
         return cls(Path(state_dir) / DB_NAME)
@@ -112,15 +161,29 @@ class Store:
                 f"knows ({len(MIGRATIONS)}); refusing to touch it"
             )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            with self._transaction():
+            with self.transaction():
                 for statement in filter(str.strip, script.split(";")):
                     self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {number}")
 
-    def _transaction(self) -> sqlite3.Connection:
-        # isolation_level=None leaves transactions to us; `with conn:` commits or rolls back.
-        self._db.execute("BEGIN")
-        return _Commit(self._db)  # type: ignore[return-value]
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One SQLite transaction: committed at the end of the block, rolled back if it raises.
+        Inside an open transaction it joins it, so a consumer can record its own rows and its
+        acknowledgement atomically."""
+        if self._db.in_transaction:
+            yield
+            return
+        # isolation_level=None leaves transactions to us.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            # SQLite has already rolled back after some errors (SQLITE_FULL, SQLITE_IOERR).
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()
@@ -143,7 +206,7 @@ class Store:
     def remember_events(self, source: str, keys: Iterable[str], seen_at: float) -> list[str]:
         """Record event keys; returns those not seen before, in the order given."""
         fresh: list[str] = []
-        with self._transaction():
+        with self.transaction():
             for key in keys:
                 cursor = self._db.execute(
                     "INSERT OR IGNORE INTO seen_event (source, event_key, seen_at) VALUES (?, ?, ?)",
@@ -159,13 +222,20 @@ class Store:
     # -- alerts -------------------------------------------------------------------------------
 
     def save_alerts(
-        self, alerts: Iterable[StoredAlert], removed: Iterable[tuple[str, str]]
-    ) -> None:
-        with self._transaction():
+        self,
+        alerts: Iterable[StoredAlert],
+        removed: Iterable[tuple[str, str]],
+        transitions: Iterable[tuple[float, str, str, str, str]] = (),
+    ) -> list[int]:
+        """Alert states and the transitions that led to them, in one transaction: either both
+        are saved or neither. `transitions` are (at, kind, rule, fingerprint, body); returns
+        their outbox ids, in order."""
+        ids: list[int] = []
+        with self.transaction():
             self._db.executemany(
                 "INSERT OR REPLACE INTO alert (rule, fingerprint, source, state, labels, "
                 "annotations, active_at, fired_at, resolved_at, last_sent_at, keep_firing_since, "
-                "value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "value, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         a.rule,
@@ -180,6 +250,7 @@ class Store:
                         a.last_sent_at,
                         a.keep_firing_since,
                         a.value,
+                        None if a.target is None else json.dumps(a.target, sort_keys=True),
                     )
                     for a in alerts
                 ],
@@ -187,11 +258,18 @@ class Store:
             self._db.executemany(
                 "DELETE FROM alert WHERE rule = ? AND fingerprint = ?", list(removed)
             )
+            for row in transitions:
+                cursor = self._db.execute(
+                    "INSERT INTO outbox (at, kind, rule, fingerprint, body) VALUES (?, ?, ?, ?, ?)",
+                    row,
+                )
+                ids.append(int(cursor.lastrowid or 0))
+        return ids
 
     def load_alerts(self) -> list[StoredAlert]:
         rows = self._db.execute(
             "SELECT rule, fingerprint, source, state, labels, annotations, active_at, fired_at, "
-            "resolved_at, last_sent_at, keep_firing_since, value FROM alert"
+            "resolved_at, last_sent_at, keep_firing_since, value, target FROM alert"
         ).fetchall()
         return [
             StoredAlert(
@@ -207,9 +285,91 @@ class Store:
                 last_sent_at=row[9],
                 keep_firing_since=row[10],
                 value=row[11],
+                target=json.loads(row[12]) if row[12] else None,
             )
             for row in rows
         ]
+
+    # -- the outbox ---------------------------------------------------------------------------
+
+    def register_consumer(self, consumer: str, now: float) -> bool:
+        """Make `consumer` known. A new consumer starts after the newest entry: it hears of
+        what happens from now on, not the whole history. Returns True when it was new."""
+        with self.transaction():
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO outbox_consumer (name, floor, registered_at) "
+                "VALUES (?, (SELECT COALESCE(MAX(id), 0) FROM outbox), ?)",
+                (consumer, now),
+            )
+        return bool(cursor.rowcount)
+
+    def consumers(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT name FROM outbox_consumer ORDER BY 1")]
+
+    def outbox_pending(self, consumer: str, limit: int = 100) -> list[OutboxEntry]:
+        """Entries `consumer` has not acknowledged, oldest first."""
+        rows = self._db.execute(
+            "SELECT o.id, o.body FROM outbox o, outbox_consumer c "
+            "WHERE c.name = ? AND o.id > c.floor AND NOT EXISTS "
+            "(SELECT 1 FROM outbox_done d WHERE d.consumer = c.name AND d.id = o.id) "
+            "ORDER BY o.id LIMIT ?",
+            (consumer, limit),
+        ).fetchall()
+        return [OutboxEntry(row[0], row[1]) for row in rows]
+
+    def outbox_depth(self) -> dict[str, int]:
+        """Unacknowledged entries per consumer."""
+        rows = self._db.execute(
+            "SELECT c.name, (SELECT COUNT(*) FROM outbox o WHERE o.id > c.floor AND NOT EXISTS "
+            "(SELECT 1 FROM outbox_done d WHERE d.consumer = c.name AND d.id = o.id)) "
+            "FROM outbox_consumer c"
+        ).fetchall()
+        return {row[0]: row[1] for row in rows}
+
+    def outbox_ack(self, consumer: str, ids: Iterable[int], now: float) -> None:
+        """`consumer` has handled these entries; they are never handed to it again. Joins an
+        open transaction, so a consumer can save its own effect with the acknowledgement."""
+        with self.transaction():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO outbox_done (consumer, id, done_at) VALUES (?, ?, ?)",
+                [(consumer, id, now) for id in ids],
+            )
+            # Move the floor up over every entry now done without a gap, and forget those marks.
+            (floor,) = self._db.execute(
+                "SELECT COALESCE((SELECT MIN(o.id) - 1 FROM outbox o, outbox_consumer c "
+                "WHERE c.name = ?1 AND o.id > c.floor AND NOT EXISTS (SELECT 1 FROM outbox_done d "
+                "WHERE d.consumer = ?1 AND d.id = o.id)), (SELECT COALESCE(MAX(id), 0) FROM outbox))",
+                (consumer,),
+            ).fetchone()
+            self._db.execute(
+                "UPDATE outbox_consumer SET floor = MAX(floor, ?) WHERE name = ?", (floor, consumer)
+            )
+            self._db.execute(
+                "DELETE FROM outbox_done WHERE consumer = ? AND id <= ?", (consumer, floor)
+            )
+
+    def outbox_entries(self, after_id: int = 0, limit: int = 1000) -> list[OutboxEntry]:
+        """The saved transitions, oldest first (what `GET /api/v1/transitions` lists)."""
+        rows = self._db.execute(
+            "SELECT id, body FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+        ).fetchall()
+        return [OutboxEntry(row[0], row[1]) for row in rows]
+
+    def prune_outbox(self, before: float, keep_consumers: Iterable[str]) -> int:
+        """Forget entries older than `before` that every consumer in `keep_consumers` has
+        done; consumers not in it (no longer configured) are dropped with their marks."""
+        keep = list(keep_consumers)
+        marks = ",".join("?" * len(keep))
+        with self.transaction():
+            self._db.execute(f"DELETE FROM outbox_consumer WHERE name NOT IN ({marks})", keep)
+            self._db.execute(f"DELETE FROM outbox_done WHERE consumer NOT IN ({marks})", keep)
+            (floor,) = self._db.execute(
+                "SELECT COALESCE(MIN(floor), (SELECT COALESCE(MAX(id), 0) FROM outbox)) "
+                "FROM outbox_consumer"
+            ).fetchone()
+            return self._db.execute(
+                "DELETE FROM outbox WHERE id <= ? AND at < ?", (floor, before)
+            ).rowcount
 
     # -- silences -----------------------------------------------------------------------------
 
@@ -239,14 +399,3 @@ class Store:
 
     def delete_silences_ended_before(self, ended_before: float) -> int:
         return self._db.execute("DELETE FROM silence WHERE ends_at < ?", (ended_before,)).rowcount
-
-
-class _Commit:
-    def __init__(self, db: sqlite3.Connection):
-        self._db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        return self._db
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,25 +1,28 @@
 """The daemon's HTTP server: /metrics, /healthz, /readyz, the JSON API and callback receivers.
 
-`build_app` receives ready components through a narrow view and only routes; it never reaches
-into the daemon. State-changing routes need the bearer token from the config.
+`build_app` receives the ready components it reads (`Views`) and only routes; it never sees
+the daemon. State-changing routes need the bearer token from the config.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
 from monitor import __version__
-from monitor.alerting.engine import AlertEngine, iso
+from monitor.alerting.engine import AlertEngine
 from monitor.alerting.silences import Silencer, parse_time
+from monitor.alerting.transitions import Transition, iso
 from monitor.export import Exporter
 from monitor.labels import Matcher
-from monitor.poller import SourcePoller
+from monitor.sources.manager import SourceManager
+from monitor.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -35,29 +38,24 @@ class CallbackReceiver(Protocol):
     def accept_callback(self, payload: Any) -> int: ...
 
 
-class DaemonView(Protocol):
-    """What the HTTP layer may see of the running daemon."""
+@dataclass(frozen=True)
+class Views:
+    """What the HTTP layer reads: ready components, not the daemon."""
 
-    def pollers(self) -> Sequence[SourcePoller]: ...
-
-    def callback_receivers(self, kind: str) -> Sequence[CallbackReceiver]: ...
-
-    def api_token(self) -> str | None: ...
-
-    @property
-    def exporter(self) -> Exporter: ...
-
-    @property
-    def engine(self) -> AlertEngine | None: ...
-
-    @property
-    def silencer(self) -> Silencer | None: ...
-
-    def clock(self) -> float: ...
+    exporter: Exporter
+    engine: AlertEngine
+    silencer: Silencer
+    sources: SourceManager
+    store: Store
+    callback_requests: Counter
+    api_token: Callable[[], str | None]
+    clock: Callable[[], float]
 
 
-VIEW = web.AppKey("view", DaemonView)
-CALLBACKS = web.AppKey("callback_requests", Counter)
+VIEWS = web.AppKey("views", Views)
+
+MAX_TRANSITIONS = 1000  # a page of GET /api/v1/transitions at most
+
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -70,7 +68,7 @@ def require_token(handler: Handler) -> Handler:
     """Wraps a state-changing handler: `Authorization: Bearer <api.token>` or 401/403."""
 
     async def checked(request: web.Request) -> web.StreamResponse:
-        expected = request.app[VIEW].api_token()
+        expected = request.app[VIEWS].api_token()
         if not expected:
             return json_response(
                 {"status": "error", "error": "state-changing API is disabled: set api.token"}, 403
@@ -92,7 +90,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     # (polls, callbacks, /healthz) turning meanwhile. Snapshots are immutable, so it is safe.
     accept = ",".join(request.headers.getall("Accept", []))
     encoding = request.headers.get("Accept-Encoding", "")
-    exporter = request.app[VIEW].exporter
+    exporter = request.app[VIEWS].exporter
     chunks, content_type, content_encoding = await exporter.payload(accept, encoding)
     headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
     if content_encoding:
@@ -112,15 +110,23 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    waiting = [str(p.ref) for p in request.app[VIEW].pollers() if p.up is None]
+    views = request.app[VIEWS]
+    problems = []
+    waiting = [str(p.ref) for p in views.sources.pollers() if p.up is None]
     if waiting:
-        return web.Response(status=503, text="waiting for first poll: " + ", ".join(waiting) + "\n")
+        problems.append("waiting for first poll: " + ", ".join(waiting))
+    if views.engine.write_failing:
+        problems.append(
+            f"state writes are failing: {views.engine.unsaved} transition(s) not saved yet"
+        )
+    if problems:
+        return web.Response(status=503, text="\n".join(problems) + "\n")
     return web.Response(text="ready\n")
 
 
 async def sources(request: web.Request) -> web.Response:
     data = []
-    for poller in request.app[VIEW].pollers():
+    for poller in request.app[VIEWS].sources.pollers():
         latest = poller.latest
         data.append(
             {
@@ -139,10 +145,14 @@ async def sources(request: web.Request) -> web.Response:
 
 
 async def naver_callback(request: web.Request) -> web.Response:
-    counter = request.app[CALLBACKS]
+    counter = request.app[VIEWS].callback_requests
     token = request.match_info["token"]
     receiver = next(
-        (r for r in request.app[VIEW].callback_receivers("naver") if r.check_callback_token(token)),
+        (
+            r
+            for r in request.app[VIEWS].sources.callback_receivers("naver")
+            if r.check_callback_token(token)
+        ),
         None,
     )
     if receiver is None:
@@ -162,15 +172,18 @@ async def naver_callback(request: web.Request) -> web.Response:
     return json_response({"status": "success", "new": fresh})
 
 
-def build_app(view: DaemonView, registry: CollectorRegistry) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024)
-    app[VIEW] = view
-    app[CALLBACKS] = Counter(
+def callback_counter(registry: CollectorRegistry) -> Counter:
+    return Counter(
         "streamwatch_callback_requests_total",
         "Callback requests received, by receiver, source and result (accepted, bad_request, rejected_token).",
         ["receiver", "source", "result"],
         registry=registry,
     )
+
+
+def build_app(views: Views) -> web.Application:
+    app = web.Application(client_max_size=1024 * 1024)
+    app[VIEWS] = views
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -178,6 +191,7 @@ def build_app(view: DaemonView, registry: CollectorRegistry) -> web.Application:
     app.router.add_get("/api/v1/status/buildinfo", buildinfo)
     app.router.add_get("/api/v1/alerts", alerts)
     app.router.add_get("/api/v1/rules", rules)
+    app.router.add_get("/api/v1/transitions", transitions)
     app.router.add_get("/api/v1/silences", list_silences)
     app.router.add_post("/api/v1/silences", require_token(create_silence))
     app.router.add_delete("/api/v1/silences/{id}", require_token(expire_silence))
@@ -186,10 +200,7 @@ def build_app(view: DaemonView, registry: CollectorRegistry) -> web.Application:
 
 
 def _engine(request: web.Request) -> AlertEngine:
-    engine = request.app[VIEW].engine
-    if engine is None:
-        raise web.HTTPServiceUnavailable(text="alerting not started\n")
-    return engine
+    return request.app[VIEWS].engine
 
 
 async def alerts(request: web.Request) -> web.Response:
@@ -227,14 +238,48 @@ async def rules(request: web.Request) -> web.Response:
 
 
 def _silencer(request: web.Request) -> Silencer:
-    silencer = request.app[VIEW].silencer
-    if silencer is None:
-        raise web.HTTPServiceUnavailable(text="alerting not started\n")
-    return silencer
+    return request.app[VIEWS].silencer
+
+
+async def transitions(request: web.Request) -> web.Response:
+    """The saved transition stream, oldest first: `?after=<id>` pages on, `limit` ≤ 1000."""
+    try:
+        after = int(request.query.get("after", "0"))
+        limit = int(request.query.get("limit", str(MAX_TRANSITIONS)))
+    except ValueError:
+        return json_response({"status": "error", "error": "after and limit are integers"}, 400)
+    if not 1 <= limit <= MAX_TRANSITIONS:
+        return json_response(
+            {"status": "error", "error": f"limit must be 1..{MAX_TRANSITIONS}"}, 400
+        )
+    entries = request.app[VIEWS].store.outbox_entries(after, limit)
+    data = [_transition_api(Transition.from_json(e.body, e.id)) for e in entries]
+    return json_response({"status": "success", "data": data})
+
+
+def _transition_api(t: Transition) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "kind": t.kind.value,
+        "at": iso(t.at),
+        "alertname": t.alertname,
+        "rule": t.rule,
+        "fingerprint": t.fingerprint,
+        "from": t.from_state.value,
+        "to": t.to_state.value,
+        "labels": dict(t.labels),
+        "annotations": dict(t.annotations),
+        "target": t.target.to_json(),
+        "startsAt": iso(t.starts_at),
+        "endsAt": iso(t.resolved_at),
+        "value": t.value,
+        "actions": [dict(a) for a in t.actions],
+        "silencedBy": list(t.silenced_by),
+    }
 
 
 async def list_silences(request: web.Request) -> web.Response:
-    now = request.app[VIEW].clock()
+    now = request.app[VIEWS].clock()
     data = [s.to_api(now) for s in _silencer(request).list(now)]
     return json_response({"status": "success", "data": data})
 
@@ -242,7 +287,7 @@ async def list_silences(request: web.Request) -> web.Response:
 async def create_silence(request: web.Request) -> web.Response:
     """Alertmanager v2's silence body: matchers [{name, value, isRegex, isEqual}], startsAt,
     endsAt, createdBy, comment; with `id` it replaces an unexpired silence."""
-    view = request.app[VIEW]
+    view = request.app[VIEWS]
     now = view.clock()
     try:
         body = await request.json()
@@ -275,7 +320,7 @@ async def create_silence(request: web.Request) -> web.Response:
 
 
 async def expire_silence(request: web.Request) -> web.Response:
-    view = request.app[VIEW]
+    view = request.app[VIEWS]
     try:
         silence = _silencer(request).expire(request.match_info["id"], view.clock())
     except KeyError:

@@ -49,3 +49,25 @@ def scrape(exporter) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 def sample(exporter, name: str, **labels: str) -> float | None:
     return scrape(exporter).get((name, frozenset(labels.items())))
+
+
+def outbox_mark(store) -> int:
+    """The id of the newest saved transition (0 when there is none)."""
+    entries = store.outbox_entries(0, 1_000_000)
+    return entries[-1].id if entries else 0
+
+
+def saved_transitions(store, after: int = 0) -> list:
+    """The transitions in the outbox after `after`, oldest first, as consumers read them."""
+    from monitor.alerting.transitions import Transition
+
+    return [Transition.from_json(e.body, e.id) for e in store.outbox_entries(after, 1_000_000)]
+
+
+def log_lines(caplog) -> str:
+    """The captured records as the daemon writes them (logfmt, fields included), so a test
+    that looks for a secret or a value sees what an operator's journal would hold."""
+    from monitor.logs import LogfmtFormatter
+
+    formatter = LogfmtFormatter()
+    return "\n".join(formatter.format(record) for record in caplog.records)

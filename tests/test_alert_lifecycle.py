@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from monitor.alerting.engine import FIRING, INACTIVE, PENDING, SOURCE_DOWN, AlertEngine, Transition
+from monitor.alerting.engine import AlertEngine
+from monitor.alerting.evaluate import FIRING, INACTIVE, PENDING, SOURCE_DOWN
 from monitor.alerting.rules import RuleError, load_rule_files
 from monitor.alerting.silences import MaintenanceWindow, Silencer
+from monitor.alerting.transitions import Transition
 from monitor.labels import Matcher
 from monitor.model import Entity, PollFailure, Snapshot, SourceRef
 from monitor.sources import ENTITY_KINDS
@@ -57,8 +59,16 @@ def make_engine(
         groups, store=store, silencer=silencer or Silencer(store), clock=clock, source_down_after=60
     )
     seen: list[Transition] = []
-    engine.subscribe(seen.extend)
+    on_snapshot, update_rules = engine.on_snapshot, engine.update_rules
+    # Every transition an evaluation yields is collected, in order, as a consumer would see it.
+    engine.on_snapshot = lambda snapshot: _collect(seen, on_snapshot(snapshot))  # type: ignore[method-assign]
+    engine.update_rules = lambda *a, **k: _collect(seen, update_rules(*a, **k))  # type: ignore[method-assign]
     return engine, seen
+
+
+def _collect(seen: list[Transition], found: list[Transition]) -> list[Transition]:
+    seen.extend(found)
+    return found
 
 
 def snap(clock, *entities: Entity) -> Snapshot:
@@ -66,7 +76,7 @@ def snap(clock, *entities: Entity) -> Snapshot:
 
 
 def kinds(transitions: list[Transition]) -> list[tuple[str, str]]:
-    return [(t.kind, t.alert.labels["alertname"]) for t in transitions]
+    return [(t.kind, t.alertname) for t in transitions]
 
 
 def test_pending_then_firing_after_for_then_keep_firing_then_resolved(rules_file, clock):
@@ -83,7 +93,7 @@ def test_pending_then_firing_after_for_then_keep_firing_then_resolved(rules_file
     clock.advance(1)
     engine.on_snapshot(snap(clock, stream("a", t0)))
     assert kinds(seen)[-1] == (FIRING, "Stalled")
-    firing = seen[-1].alert
+    firing = seen[-1]
     assert firing.labels["team"] == "default-ops"
     assert firing.labels["severity"] == "critical"
     assert firing.annotations["summary"] == "No input on live/a for 26s"
@@ -96,8 +106,8 @@ def test_pending_then_firing_after_for_then_keep_firing_then_resolved(rules_file
     clock.advance(1)
     engine.on_snapshot(snap(clock, stream("a", clock())))
     assert kinds(seen)[-1] == ("resolved", "Stalled")
-    assert seen[-1].alert.fingerprint == firing.fingerprint
-    assert seen[-1].alert.resolved_at == clock()
+    assert seen[-1].fingerprint == firing.fingerprint
+    assert seen[-1].resolved_at == clock()
 
 
 def test_pending_that_clears_is_dropped_silently(rules_file, clock):
@@ -139,18 +149,18 @@ def test_down_source_freezes_alerts_and_fires_source_down(rules_file, clock):
     # Nothing resolved while down, and Missing is still firing.
     assert ("resolved", "Missing") not in kinds(seen)
     assert [a.labels["alertname"] for a, _ in engine.active_alerts()] == ["Missing", SOURCE_DOWN]
-    down = next(t for t in seen if t.alert.labels["alertname"] == SOURCE_DOWN)
+    down = next(t for t in seen if t.labels["alertname"] == SOURCE_DOWN)
     assert down.kind == PENDING
     clock.advance(10)
     engine.on_snapshot(Snapshot.failed(OME, clock(), failure))
     assert kinds(seen)[-1] == (FIRING, SOURCE_DOWN)
-    assert seen[-1].alert.labels == {
+    assert seen[-1].labels == {
         "alertname": SOURCE_DOWN,
         "kind": "ome",
         "source": "origin-1",
         "severity": "critical",
     }
-    assert "timed out" in seen[-1].alert.annotations["description"]
+    assert "timed out" in seen[-1].annotations["description"]
     clock.advance(10)
     engine.on_snapshot(snap(clock, stream("gone", 0, present=False)))
     assert kinds(seen)[-1] == ("resolved", SOURCE_DOWN)
@@ -161,7 +171,7 @@ def test_restart_restores_firing_alert_without_new_transition(rules_file, clock,
     store = Store(tmp_path / "state.sqlite3")
     engine, seen = make_engine(rules_file, clock, store)
     engine.on_snapshot(snap(clock, stream("gone", 0, present=False)))
-    fired = seen[-1].alert
+    fired = seen[-1]
     store.close()
 
     clock.advance(120)
@@ -190,10 +200,10 @@ def test_api_silence_marks_transitions_and_alerts(rules_file, clock):
     engine.on_snapshot(
         snap(clock, stream("gone", 0, present=False), stream("other", 0, present=False))
     )
-    by_stream = {t.alert.labels["stream"]: t for t in seen}
+    by_stream = {t.labels["stream"]: t for t in seen}
     assert by_stream["gone"].silenced_by == (silence.id,)
     assert by_stream["other"].silenced_by == ()
-    assert by_stream["gone"].alert.state == FIRING, "a silenced alert keeps its state"
+    assert by_stream["gone"].to_state == FIRING, "a silenced alert keeps its state"
     silencer.expire(silence.id, clock())
     clock.advance(1)
     engine.on_snapshot(
@@ -255,4 +265,4 @@ def test_reload_carries_state_and_resolves_removed_rules(rules_file, clock):
     engine.update_rules([])
     assert kinds(seen)[-1] == ("resolved", "Missing")
     assert engine.active_alerts() == []
-    assert seen[-1].alert.state == INACTIVE
+    assert seen[-1].to_state == INACTIVE

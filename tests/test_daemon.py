@@ -15,10 +15,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import FakeClock, sample
+from conftest import FakeClock, log_lines, outbox_mark, sample, saved_transitions
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.alerting.engine import Transition
 from monitor.daemon import Daemon
 from monitor.demo import Simulators, simulators
 from monitor.model import Snapshot
@@ -84,9 +83,8 @@ async def test_shipped_rules_fire_on_the_simulators_scheduled_faults(
     caplog.set_level(logging.INFO)
     daemon = Daemon(write_config(tmp_path, sims), clock=real_clock)
     await daemon.start(serve=False, schedule=False)
-    seen: list[Transition] = []
-    assert daemon.engine is not None
-    daemon.engine.subscribe(seen.extend)
+    assert daemon.store is not None
+    mark = outbox_mark(daemon.store)
     try:
         for _ in range(24):  # two simulated minutes, a poll of every source each 5 s
             real_clock.advance(5)
@@ -98,9 +96,10 @@ async def test_shipped_rules_fire_on_the_simulators_scheduled_faults(
             assert (
                 sample(daemon.exporter, "streamwatch_alerts", alertname=name, state="firing") >= 1
             )
+        seen = saved_transitions(daemon.store, mark)
     finally:
         await daemon.stop()
-    fired = {t.alert.labels["alertname"] for t in seen if t.kind == "firing"}
+    fired = {t.labels["alertname"] for t in seen if t.kind == "firing"}
     assert {
         "OmeIngestStalled",
         "OmePushFailed",
@@ -112,12 +111,18 @@ async def test_shipped_rules_fire_on_the_simulators_scheduled_faults(
     } <= fired
     # The OME simulator's 500 burst took one poll down: frozen, not resolved, not a SourceDown.
     assert "StreamwatchSourceDown" not in fired
-    assert "alert firing alertname=OmeIngestStalled" in caplog.text, "transitions are logged"
+    assert any(
+        r.getMessage() == "alert transition"
+        and getattr(r, "transition", None) == "firing"
+        and getattr(r, "alertname", None) == "OmeIngestStalled"
+        and getattr(r, "source", None) == "ome/origin"
+        for r in caplog.records
+    ), "transitions are logged, with their fields as fields"
     stalled = next(
-        t for t in seen if t.kind == "firing" and t.alert.labels["alertname"] == "OmeIngestStalled"
+        t for t in seen if t.kind == "firing" and t.labels["alertname"] == "OmeIngestStalled"
     )
-    assert stalled.alert.labels["stream"] == "second"
-    assert stalled.alert.annotations["summary"].startswith("No input on default/live/second for ")
+    assert stalled.labels["stream"] == "second"
+    assert stalled.annotations["summary"].startswith("No input on default/live/second for ")
 
 
 @pytest.fixture
@@ -181,7 +186,7 @@ async def test_http_endpoints_and_secrets_stay_out(ome, tmp_path, caplog):
     assert any(
         r["name"] == "StreamwatchSourceDown" for g in rules["data"]["groups"] for r in g["rules"]
     )
-    for haystack in (text, sources, caplog.text):
+    for haystack in (text, sources, log_lines(caplog)):
         assert OME_TOKEN not in haystack and API_TOKEN not in haystack
 
 
@@ -250,7 +255,8 @@ async def test_sighup_style_reload_keeps_old_config_on_error(ome, tmp_path, capl
         path.write_text(good.replace("interval: 1s", "interval: 1 second"))
         assert await daemon.reload() is False
         assert daemon.registry.get_sample_value("streamwatch_config_last_reload_successful") == 0
-        assert "reload rejected" in caplog.text and "sources.ome[0].interval" in caplog.text
+        rejected = [r for r in caplog.records if r.getMessage() == "reload rejected"]
+        assert any("sources.ome[0].interval" in r.problem for r in rejected)
         assert [p.ref.name for p in daemon.pollers()] == ["origin"]
         path.write_text(good.replace("name: origin", "name: renamed"))
         assert await daemon.reload() is True
@@ -321,7 +327,7 @@ async def test_naver_callback_route_dedup_and_cursor_across_restart(
         counted = sample(
             daemon.exporter, "naver_channel_events_total", channel=channel, event="PUBLISH_END"
         )
-        exposed = daemon.exporter.render()[0].decode() + caplog.text
+        exposed = daemon.exporter.render()[0].decode() + log_lines(caplog)
         assert CALLBACK_TOKEN not in exposed and sims.naver_secret_key not in exposed
         assert counted == 1
     finally:
@@ -381,11 +387,10 @@ async def test_alerts_survive_a_restart_and_silences_need_the_token(sims, real_c
         await daemon.stop()
     assert before, "some alerts fire after 50 s of the demo schedule"
     daemon = Daemon(path, clock=real_clock)
-    seen: list[Transition] = []
     await daemon.start(schedule=False)
     try:
-        assert daemon.engine is not None
-        daemon.engine.subscribe(seen.extend)
+        assert daemon.store is not None
+        mark = outbox_mark(daemon.store)
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{daemon.url}/api/v1/alerts") as resp:
                 after = {a["fingerprint"]: a for a in (await resp.json())["data"]}
@@ -404,11 +409,12 @@ async def test_alerts_survive_a_restart_and_silences_need_the_token(sims, real_c
                 )
         real_clock.advance(1)
         await daemon.poll_all()
-        assert not [t for t in seen if t.kind == "firing" and t.alert.fingerprint in before], (
+        seen = saved_transitions(daemon.store, mark)
+        assert not [t for t in seen if t.kind == "firing" and t.fingerprint in before], (
             "restored alerts do not fire again"
         )
         assert any(
-            t.kind == "unsilenced" and t.alert.labels["alertname"] == "OmePushFailed" for t in seen
+            t.kind == "unsilenced" and t.labels["alertname"] == "OmePushFailed" for t in seen
         )
     finally:
         await daemon.stop()
@@ -476,7 +482,7 @@ async def test_reload_with_a_bad_rule_file_keeps_the_old_rules(ome, tmp_path, ca
         before = set(daemon.engine.rules)
         rules.write_text(rules.read_text().replace("expr: present", "expr: present and"))
         assert await daemon.reload() is False
-        assert f"{rules}:4: rule 'Listed'" in caplog.text
+        assert any(f"{rules}:4: rule 'Listed'" in getattr(r, "problem", "") for r in caplog.records)
         assert set(daemon.engine.rules) == before
         assert daemon.registry.get_sample_value("streamwatch_config_last_reload_successful") == 0
         await daemon.poll_all()
@@ -518,16 +524,16 @@ async def test_reload_that_removes_a_source_resolves_its_alerts_for_good(ome, tm
     good = path.read_text().replace(f'rule_files: ["{SHIPPED_RULES}"]', f'rule_files: ["{rules}"]')
     path.write_text(good)
     daemon = Daemon(path)
-    seen: list[Transition] = []
     await daemon.start(serve=False, schedule=False)
     try:
-        assert daemon.engine is not None
-        daemon.engine.subscribe(seen.extend)
+        assert daemon.engine is not None and daemon.store is not None
+        mark = outbox_mark(daemon.store)
         await daemon.poll_all()
-        assert [t.kind for t in seen] == ["firing"]
+        assert [t.kind for t in saved_transitions(daemon.store, mark)] == ["firing"]
         path.write_text(good.replace("name: origin", "name: renamed"))
         assert await daemon.reload()
-        assert [(t.kind, t.alert.source) for t in seen[1:]] == [("resolved", "ome/origin")]
+        seen = saved_transitions(daemon.store, mark)
+        assert [(t.kind, str(t.target.source)) for t in seen[1:]] == [("resolved", "ome/origin")]
         assert "ome/origin" not in daemon.engine.sources()
     finally:
         await daemon.stop()
@@ -617,11 +623,10 @@ async def test_a_poll_that_outlasts_its_interval_fails_as_a_timeout(ome, tmp_pat
 
 async def test_callback_events_reach_the_rules_while_the_api_is_down(sims, real_clock, tmp_path):
     daemon = Daemon(write_config(tmp_path, sims), clock=real_clock)
-    seen: list[Transition] = []
     await daemon.start(schedule=False)
     try:
-        assert daemon.engine is not None
-        daemon.engine.subscribe(seen.extend)
+        assert daemon.store is not None
+        mark = outbox_mark(daemon.store)
         await daemon.poll_all()
         channel = next(iter(sims.naver.channels))
         sims.naver.server_error(count=None)  # Live Station's API fails from now on
@@ -637,19 +642,21 @@ async def test_callback_events_reach_the_rules_while_the_api_is_down(sims, real_
             http.post(f"{daemon.url}/callbacks/naver/{CALLBACK_TOKEN}", json=payload) as resp,
         ):
             assert resp.status == 200
+        seen = saved_transitions(daemon.store, mark)
         fired = [
             t
             for t in seen
-            if t.kind == "firing" and t.alert.labels["alertname"] == "NaverStreamDisconnected"
+            if t.kind == "firing" and t.labels["alertname"] == "NaverStreamDisconnected"
         ]
-        assert [t.alert.labels["channel"] for t in fired] == [channel]
+        assert [t.labels["channel"] for t in fired] == [channel]
         # The failing polls that follow neither fire it again nor resolve it early.
         for _ in range(3):
             real_clock.advance(5)
             snapshots = await daemon.poll_all()
             assert not next(s for s in snapshots if s.source.kind == "naver").ok
-        assert [
-            t.kind for t in seen if t.alert.labels["alertname"] == "NaverStreamDisconnected"
-        ] == ["firing"]
+        seen = saved_transitions(daemon.store, mark)
+        assert [t.kind for t in seen if t.labels["alertname"] == "NaverStreamDisconnected"] == [
+            "firing"
+        ]
     finally:
         await daemon.stop()

@@ -1,216 +1,52 @@
-"""The alert state machine, after Prometheus's `rules/alerting.go`.
+"""The rule engine: feeds every snapshot to the state machine, freezes the alerts of a source
+that is down, runs the built-in source-down rule, marks silenced alerts, and saves each alert's
+new state together with its transitions (the outbox) in one SQLite transaction.
 
-`evaluate_rule` is a function of (rule, active alerts, entities, now) that returns transitions:
-it reads no clock and sends nothing. `AlertEngine` feeds it every snapshot, freezes the alerts
-of a source that is down, runs the built-in source-down rule, marks silenced alerts, keeps the
-state in SQLite so a restart resumes it, and publishes each transition once on a bus.
+A transition is logged when it happens, whatever the disk says. When the state write fails
+(disk full, read-only state directory) the engine counts it, reports it through `write_failing`
+(so /readyz says not ready), keeps the unsaved states and transitions in memory in order, and
+writes them on the next evaluation or `flush()`. So every transition reaches the outbox exactly
+once: never twice, and never lost while the process lives. If the process dies before the write
+succeeds, neither the alert's new state nor its transition was saved, so the restarted engine
+derives the same change again and announces it then, once.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
-from monitor.alerting.expr import EvalContext, compile_expr
+from monitor.alerting.evaluate import (
+    BUILTIN_GROUP,
+    FIRING,
+    INACTIVE,
+    PENDING,
+    SOURCE_KIND,
+    Alert,
+    Change,
+    Row,
+    alert_context,
+    builtin_rules,
+    evaluate_rule,
+)
+from monitor.alerting.expr import EvalContext
 from monitor.alerting.rules import AlertingRule, RuleGroup
 from monitor.alerting.silences import Silencer
-from monitor.alerting.templates import Template, compile_template, template_context
-from monitor.model import Entity, FieldValue, Snapshot, fingerprint
+from monitor.alerting.transitions import AlertState, Transition, TransitionKind
+from monitor.model import Entity, FieldValue, Snapshot, SourceRef, Target
 from monitor.store import Store, StoredAlert
 
 log = logging.getLogger(__name__)
 
-PENDING = "pending"
-FIRING = "firing"
-INACTIVE = "inactive"
-
-SOURCE_KIND = "streamwatch.source"
-SOURCE_DOWN = "StreamwatchSourceDown"
-BUILTIN_GROUP = "streamwatch-builtin"
 RESTORE_GRACE = 60.0  # a restored pending alert fires no sooner than this after a restart
+_ANNOUNCED = (TransitionKind.PENDING, TransitionKind.FIRING, TransitionKind.RESOLVED)
+_WITH_ACTIONS = (TransitionKind.FIRING, TransitionKind.RESOLVED)
 
-
-@dataclass
-class Alert:
-    rule: str  # AlertingRule.key
-    alertname: str
-    source: str  # the source whose snapshots decide this alert
-    fingerprint: str
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    state: str
-    active_at: float
-    fired_at: float | None = None
-    resolved_at: float | None = None
-    keep_firing_since: float | None = None
-    last_sent_at: float | None = None
-    value: Any = None
-    entity: Entity | None = field(default=None, repr=False)
-    not_before: float = 0.0  # restored pending alerts wait out a grace period
-
-    def to_api(self, silenced_by: Sequence[str]) -> dict[str, Any]:
-        return {
-            "labels": dict(self.labels),
-            "annotations": dict(self.annotations),
-            "state": self.state,
-            "activeAt": iso(self.active_at),
-            "startsAt": iso(self.fired_at if self.fired_at is not None else self.active_at),
-            "endsAt": iso(self.resolved_at) if self.resolved_at is not None else None,
-            "value": None if self.value is None else str(self.value),
-            "fingerprint": self.fingerprint,
-            "silenced": bool(silenced_by),
-            "silencedBy": list(silenced_by),
-            "source": self.source,
-        }
-
-
-@dataclass(frozen=True)
-class Transition:
-    """One change of one alert: `pending`, `firing`, `resolved`, `silenced` or `unsilenced`.
-    `alert` is a copy taken at the moment of the change."""
-
-    kind: str
-    alert: Alert
-    rule: AlertingRule
-    at: float
-    silenced_by: tuple[str, ...] = ()
-
-    @property
-    def silenced(self) -> bool:
-        return bool(self.silenced_by)
-
-
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass(slots=True)
-class _Row:
-    """An entity prepared once per snapshot and shared by every rule of its kind."""
-
-    entity: Entity
-    ctx: EvalContext
-
-
-def _labels_for(
-    rule: AlertingRule, entity: Entity, ctx: Mapping[str, Any] | None
-) -> dict[str, str]:
-    labels = dict(entity.labels)
-    for name, template in rule.labels.items():
-        labels[name] = (
-            rule.static_labels[name] if name in rule.static_labels else template.render(ctx or {})
-        )
-    labels["alertname"] = rule.name
-    return labels
-
-
-def _render(templates: Mapping[str, Template], context: Mapping[str, Any]) -> dict[str, str]:
-    return {name: template.render(context) for name, template in templates.items()}
-
-
-def _context(
-    rule: AlertingRule, entity: Entity, value: Any, fired_at: float | None, now: float
-) -> dict[str, Any]:
-    return template_context(
-        labels=entity.labels,
-        fields=entity.fields,
-        alertname=rule.name,
-        value=value,
-        fired_at=fired_at,
-        now=now,
-    )
-
-
-def evaluate_rule(
-    rule: AlertingRule,
-    active: dict[str, Alert],
-    rows: Iterable[_Row],
-    source: str,
-    now: float,
-    resolved_retention: float,
-) -> tuple[list[Transition], set[str], list[str]]:
-    """One evaluation of `rule` over one source's entities. Mutates `active` (fingerprint →
-    alert); returns (transitions, fingerprints changed, errors)."""
-    transitions: list[Transition] = []
-    changed: set[str] = set()
-    errors: list[str] = []
-    seen: set[str] = set()
-    templated_labels = len(rule.static_labels) != len(rule.labels)
-    test = rule.expr.unchecked_test
-    for row in rows:
-        try:
-            truth, value = test(row.ctx)
-        except Exception:
-            continue  # an unknown (missing field, type error) is false, as Expr.test says
-        if not truth:
-            continue
-        entity = row.entity
-        context = _context(rule, entity, value, None, now) if templated_labels else None
-        labels = _labels_for(rule, entity, context)
-        fp = fingerprint(labels)
-        if fp in seen:
-            errors.append(
-                f"two entities give the same alert labels {labels}; add a distinguishing label"
-            )
-            continue
-        seen.add(fp)
-        alert = active.get(fp)
-        if alert is None or alert.state == INACTIVE:
-            annotations = _render(rule.annotations, _context(rule, entity, value, None, now))
-            alert = Alert(
-                rule.key,
-                rule.name,
-                source,
-                fp,
-                labels,
-                annotations,
-                PENDING,
-                active_at=now,
-                value=value,
-                entity=entity,
-            )
-            active[fp] = alert
-            changed.add(fp)
-            if rule.hold > 0:
-                transitions.append(Transition(PENDING, replace(alert), rule, now))
-        else:
-            alert.value, alert.entity = value, entity
-            if alert.keep_firing_since is not None:
-                alert.keep_firing_since = None
-                changed.add(fp)
-        if (
-            alert.state == PENDING
-            and now - alert.active_at >= rule.hold
-            and now >= alert.not_before
-        ):
-            alert.state, alert.fired_at = FIRING, now
-            alert.annotations = _render(rule.annotations, _context(rule, entity, value, now, now))
-            changed.add(fp)
-            transitions.append(Transition(FIRING, replace(alert), rule, now))
-    for fp, alert in list(active.items()):
-        if fp in seen or alert.source != source:
-            continue
-        if alert.state == PENDING:
-            del active[fp]  # never fired: dropped without a word, as Prometheus does
-            changed.add(fp)
-        elif alert.state == FIRING:
-            if alert.keep_firing_since is None:
-                alert.keep_firing_since = now
-                changed.add(fp)
-            if now - alert.keep_firing_since >= rule.keep_firing_for:
-                alert.state, alert.resolved_at, alert.keep_firing_since = INACTIVE, now, None
-                changed.add(fp)
-                transitions.append(Transition("resolved", replace(alert), rule, now))
-        elif alert.resolved_at is not None and now - alert.resolved_at >= resolved_retention:
-            del active[fp]
-            changed.add(fp)
-    return transitions, changed, errors
+AlertKey = tuple[str, str]  # (rule key, fingerprint)
 
 
 @dataclass
@@ -219,31 +55,6 @@ class RuleHealth:
     last_error: str | None = None
     last_evaluation: float | None = None
     evaluation_seconds: float = 0.0
-
-
-def builtin_rules(source_down_after: float) -> RuleGroup:
-    rule = AlertingRule(
-        name=SOURCE_DOWN,
-        group=BUILTIN_GROUP,
-        file="(built in)",
-        line=0,
-        kind=SOURCE_KIND,
-        expr=compile_expr("not up"),
-        hold=source_down_after,
-        keep_firing_for=0.0,
-        labels={"severity": compile_template("critical")},
-        annotations={
-            "summary": compile_template("Source {{ kind }}/{{ source }} is down"),
-            "description": compile_template(
-                "Polls of {{ kind }}/{{ source }} fail: {{ last_error }}"
-            ),
-        },
-        static_labels={"severity": "critical"},
-    )
-    return RuleGroup(BUILTIN_GROUP, "(built in)", (rule,))
-
-
-Subscriber = Callable[[Sequence[Transition]], None]
 
 
 class AlertEngine:
@@ -256,40 +67,30 @@ class AlertEngine:
         clock: Callable[[], float] = time.time,
         resolved_retention: float = 900.0,
         source_down_after: float = 60.0,
+        on_saved: Callable[[], None] | None = None,
     ):
         self.store = store
         self.silencer = silencer
         self.clock = clock
         self.resolved_retention = resolved_retention
+        # Called after transitions reached the outbox: wakes the consumers.
+        self.on_saved = on_saved
         self.groups: list[RuleGroup] = []
         self.rules: dict[str, AlertingRule] = {}
         self.alerts: dict[str, dict[str, Alert]] = {}
         self.health: dict[str, RuleHealth] = {}
-        self._subscribers: list[Subscriber] = []
+        self.write_errors = 0  # state writes that failed, for streamwatch_state_write_errors_total
+        self.write_failing = False
+        self._dirty: set[AlertKey] = set()
+        self._unsaved: list[Transition] = []
+        self._last_saved: list[Transition] = []
         self._previous: dict[str, dict[Any, tuple[Mapping[str, FieldValue], float]]] = {}
         self._down_since: dict[str, float] = {}
-        self._muted: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._muted: dict[AlertKey, tuple[str, ...]] = {}
         self._counts: Mapping[tuple[str, str], int] = {}
         self.update_rules(groups, source_down_after)
         if store is not None:
             self._restore(store.load_alerts())
-
-    # -- the bus ------------------------------------------------------------------------------
-
-    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
-        """Every transition batch goes to `subscriber`, once. Returns the unsubscribe function.
-        Subscribers must only enqueue: they run inside evaluation."""
-        self._subscribers.append(subscriber)
-        return lambda: self._subscribers.remove(subscriber)
-
-    def _publish(self, transitions: Sequence[Transition]) -> None:
-        if not transitions:
-            return
-        for subscriber in list(self._subscribers):
-            try:
-                subscriber(transitions)
-            except Exception:
-                log.exception("alert subscriber failed")
 
     # -- rules --------------------------------------------------------------------------------
 
@@ -305,35 +106,38 @@ class AlertEngine:
         old_rules = self.rules
         self.rules = {rule.key: rule for group in self.groups for rule in group.rules}
         now = self.clock()
-        transitions = []
+        changes: list[tuple[AlertingRule, Change]] = []
+        dirty: set[AlertKey] = set()
         for key in [k for k in self.alerts if k not in self.rules]:
             removed = self.alerts.pop(key)
             for alert in removed.values():
+                dirty.add((key, alert.fingerprint))
+                self._muted.pop((key, alert.fingerprint), None)
                 if alert.state == FIRING:
                     alert.state, alert.resolved_at = INACTIVE, now
-                    transitions.append(Transition("resolved", replace(alert), old_rules[key], now))
-            if self.store is not None:
-                self.store.save_alerts([], [(key, fp) for fp in removed])
+                    changes.append((old_rules[key], _resolved(alert)))
         self.health = {key: self.health.get(key, RuleHealth()) for key in self.rules}
-        self._counts = self._count()
-        self._publish(transitions)
-        return transitions
+        return self._commit(changes, dirty, now)
 
     # -- evaluation ---------------------------------------------------------------------------
 
     def on_snapshot(self, snapshot: Snapshot) -> list[Transition]:
+        """Evaluate the rules over one snapshot; returns its transitions (with their outbox
+        ids when the write succeeded)."""
         now = self.clock()
         source = str(snapshot.source)
-        transitions: list[Transition] = []
-        changed: dict[str, set[str]] = {}
+        changes: list[tuple[AlertingRule, Change]] = []
+        dirty: set[AlertKey] = set()
         if snapshot.partial:
             # Pushed events: only the rules over their kinds run, and nothing else of the
             # source is judged (or thought gone) from them.
             rows_by_kind = self._partial_rows(snapshot, now)
             for rule in self.rules.values():
                 if rule.kind in rows_by_kind:
-                    self._evaluate(rule, rows_by_kind[rule.kind], source, now, transitions, changed)
-            return self._finish(source, now, transitions, changed)
+                    self._evaluate(
+                        rule, rows_by_kind[rule.kind], snapshot.source, now, changes, dirty
+                    )
+            return self._finish(source, now, changes, dirty)
         if snapshot.ok:
             self._down_since.pop(source, None)
             rows_by_kind = self._rows(snapshot, source, now)
@@ -344,59 +148,54 @@ class AlertEngine:
                 active = self.alerts.get(rule.key)
                 if rows is None and not any(a.source == source for a in (active or {}).values()):
                     continue
-                self._evaluate(rule, rows or [], source, now, transitions, changed)
+                self._evaluate(rule, rows or [], snapshot.source, now, changes, dirty)
         else:
             # A failed poll freezes this source's alerts: nothing resolves, nothing starts.
             self._down_since.setdefault(source, snapshot.taken_at)
         source_row = self._source_row(snapshot, source, now)
         for rule in self.rules.values():
             if rule.kind == SOURCE_KIND:
-                self._evaluate(rule, [source_row], source, now, transitions, changed)
-        return self._finish(source, now, transitions, changed)
+                self._evaluate(rule, [source_row], snapshot.source, now, changes, dirty)
+        return self._finish(source, now, changes, dirty)
 
     def _finish(
-        self, source: str, now: float, transitions: list[Transition], changed: dict[str, set[str]]
+        self,
+        source: str,
+        now: float,
+        changes: list[tuple[AlertingRule, Change]],
+        dirty: set[AlertKey],
     ) -> list[Transition]:
-        transitions += self._silence_changes(source, now)
-        self._persist(changed)
-        self._counts = self._count()
-        for transition in transitions:
-            if transition.kind in (PENDING, FIRING, "resolved") and not transition.silenced_by:
-                muted = tuple(self.silencer.mutes(transition.alert.labels, now))
-                if muted:
-                    object.__setattr__(transition, "silenced_by", muted)
-        self._publish(transitions)
-        return transitions
+        changes += self._silence_changes(source, now)
+        return self._commit(changes, dirty, now)
 
     def _evaluate(
         self,
         rule: AlertingRule,
-        rows: Sequence[_Row],
-        source: str,
+        rows: Sequence[Row],
+        source: SourceRef,
         now: float,
-        transitions: list[Transition],
-        changed: dict[str, set[str]],
+        changes: list[tuple[AlertingRule, Change]],
+        dirty: set[AlertKey],
     ) -> None:
         started = time.perf_counter()
         active = self.alerts.setdefault(rule.key, {})
         found, fps, errors = evaluate_rule(rule, active, rows, source, now, self.resolved_retention)
-        transitions += found
-        if fps:
-            changed.setdefault(rule.key, set()).update(fps)
+        changes += [(rule, change) for change in found]
+        dirty.update((rule.key, fp) for fp in fps)
         health = self.health.setdefault(rule.key, RuleHealth())
         health.last_evaluation = now
         health.evaluation_seconds = time.perf_counter() - started
         if errors:
             if health.health != "err":
-                log.error("rule evaluation error rule=%s error=%r", rule.key, errors[0])
+                log.error("rule evaluation error", extra={"rule": rule.key, "error": errors[0]})
             health.health, health.last_error = "err", errors[0]
         else:
             health.health, health.last_error = "ok", None
 
-    def _rows(self, snapshot: Snapshot, source: str, now: float) -> dict[str, list[_Row]]:
+    def _rows(self, snapshot: Snapshot, source: str, now: float) -> dict[str, list[Row]]:
         previous = self._previous.get(source, {})
         current: dict[Any, tuple[Mapping[str, FieldValue], float]] = {}
-        rows: dict[str, list[_Row]] = {}
+        rows: dict[str, list[Row]] = {}
         wanted = {rule.kind for rule in self.rules.values()}
         for entity in snapshot.entities:
             if entity.kind not in wanted:
@@ -411,20 +210,20 @@ class AlertEngine:
                 taken_at=snapshot.taken_at,
                 now=now,
             )
-            rows.setdefault(entity.kind, []).append(_Row(entity, ctx))
+            rows.setdefault(entity.kind, []).append(Row(entity, ctx))
             current[key] = (entity.fields, snapshot.taken_at)
         self._previous[source] = current
         return rows
 
     @staticmethod
-    def _partial_rows(snapshot: Snapshot, now: float) -> dict[str, list[_Row]]:
-        rows: dict[str, list[_Row]] = {}
+    def _partial_rows(snapshot: Snapshot, now: float) -> dict[str, list[Row]]:
+        rows: dict[str, list[Row]] = {}
         for entity in snapshot.entities:
             ctx = EvalContext(entity.fields, entity.labels, None, None, snapshot.taken_at, now)
-            rows.setdefault(entity.kind, []).append(_Row(entity, ctx))
+            rows.setdefault(entity.kind, []).append(Row(entity, ctx))
         return rows
 
-    def _source_row(self, snapshot: Snapshot, source: str, now: float) -> _Row:
+    def _source_row(self, snapshot: Snapshot, source: str, now: float) -> Row:
         entity = Entity(
             SOURCE_KIND,
             {"kind": snapshot.source.kind, "source": snapshot.source.name},
@@ -438,11 +237,11 @@ class AlertEngine:
             },
         )
         ctx = EvalContext(entity.fields, entity.labels, None, None, snapshot.taken_at, now)
-        return _Row(entity, ctx)
+        return Row(entity, ctx)
 
-    def _silence_changes(self, source: str, now: float) -> list[Transition]:
+    def _silence_changes(self, source: str, now: float) -> list[tuple[AlertingRule, Change]]:
         """`silenced` / `unsilenced` when a silence or window starts or ends over an active alert."""
-        transitions = []
+        changes = []
         for key, active in self.alerts.items():
             for fp, alert in active.items():
                 if alert.source != source or alert.state == INACTIVE:
@@ -450,15 +249,14 @@ class AlertEngine:
                 muted = tuple(self.silencer.mutes(alert.labels, now))
                 before = self._muted.get((key, fp), ())
                 if bool(muted) != bool(before):
-                    kind = "silenced" if muted else "unsilenced"
-                    transitions.append(
-                        Transition(kind, replace(alert), self.rules[key], now, muted)
-                    )
+                    kind = TransitionKind.SILENCED if muted else TransitionKind.UNSILENCED
+                    change = Change(kind, _copy(alert), alert.state, muted)
+                    changes.append((self.rules[key], change))
                 if muted:
                     self._muted[(key, fp)] = muted
                 else:
                     self._muted.pop((key, fp), None)
-        return transitions
+        return changes
 
     def sources(self) -> set[str]:
         """Sources that some alert belongs to."""
@@ -468,25 +266,109 @@ class AlertEngine:
         """A source left the config: its firing alerts resolve (so receivers clear them), the
         rest are dropped, and none of them is restored after a restart."""
         now = self.clock()
-        transitions: list[Transition] = []
-        removed: list[tuple[str, str]] = []
+        changes: list[tuple[AlertingRule, Change]] = []
+        dirty: set[AlertKey] = set()
         for key, active in self.alerts.items():
             for fp, alert in list(active.items()):
                 if alert.source != source:
                     continue
                 if alert.state == FIRING:
                     alert.state, alert.resolved_at = INACTIVE, now
-                    transitions.append(Transition("resolved", replace(alert), self.rules[key], now))
+                    changes.append((self.rules[key], _resolved(alert)))
                 del active[fp]
                 self._muted.pop((key, fp), None)
-                removed.append((key, fp))
+                dirty.add((key, fp))
         self._previous.pop(source, None)
         self._down_since.pop(source, None)
-        if removed and self.store is not None:
-            self.store.save_alerts([], removed)
+        return self._commit(changes, dirty, now)
+
+    # -- transitions and the outbox -----------------------------------------------------------
+
+    def _commit(
+        self, changes: Sequence[tuple[AlertingRule, Change]], dirty: set[AlertKey], now: float
+    ) -> list[Transition]:
+        transitions = [self._transition(rule, change, now) for rule, change in changes]
+        for transition in transitions:
+            log.info("alert transition", extra=transition.log_fields())
+        self._dirty |= dirty
+        self._unsaved += transitions
         self._counts = self._count()
-        self._publish(transitions)
-        return transitions
+        if not self.flush() or not transitions:
+            return transitions
+        # This call's transitions are the tail of what was just saved (earlier unsaved ones,
+        # if a write had failed, come first).
+        return self._last_saved[-len(transitions) :]
+
+    def _transition(self, rule: AlertingRule, change: Change, now: float) -> Transition:
+        alert = change.alert
+        silenced_by = change.silenced_by
+        if change.kind in _ANNOUNCED:
+            silenced_by = tuple(self.silencer.mutes(alert.labels, now))
+        actions: tuple[Mapping[str, Any], ...] = ()
+        if change.kind in _WITH_ACTIONS and rule.actions:
+            context = alert_context(rule, alert, alert.entity, now)
+            actions = tuple(action.render(context) for action in rule.actions)
+        return Transition(
+            kind=change.kind,
+            rule=alert.rule,
+            alertname=alert.alertname,
+            fingerprint=alert.fingerprint,
+            from_state=change.from_state,
+            to_state=alert.state,
+            at=now,
+            labels=dict(alert.labels),
+            annotations=dict(alert.annotations),
+            target=alert.target,
+            active_at=alert.active_at,
+            fired_at=alert.fired_at,
+            resolved_at=alert.resolved_at,
+            value=None if alert.value is None else str(alert.value),
+            actions=actions,
+            dry_run=rule.dry_run,
+            silenced_by=silenced_by,
+        )
+
+    def flush(self) -> bool:
+        """Write the changed alert states and the unsaved transitions in one transaction.
+        Returns False (and keeps both for the next try) when the write fails."""
+        self._last_saved = []
+        if self.store is None:
+            self._last_saved, self._unsaved, self._dirty = self._unsaved, [], set()
+            return True
+        if not self._dirty and not self._unsaved:
+            return True
+        saved, removed = [], []
+        for key, fp in self._dirty:
+            alert = self.alerts.get(key, {}).get(fp)
+            if alert is None:
+                removed.append((key, fp))
+            else:
+                saved.append(_stored(alert))
+        rows = [(t.at, t.kind.value, t.rule, t.fingerprint, t.to_json()) for t in self._unsaved]
+        try:
+            ids = self.store.save_alerts(saved, removed, rows)
+        except sqlite3.Error as exc:
+            self.write_errors += 1
+            if not self.write_failing:
+                log.error(
+                    "state write failed",
+                    extra={"error": str(exc), "unsaved_transitions": len(self._unsaved)},
+                )
+            self.write_failing = True
+            return False
+        if self.write_failing:
+            log.info("state write recovered", extra={"saved_transitions": len(rows)})
+        self.write_failing = False
+        self._last_saved = [t.with_id(i) for t, i in zip(self._unsaved, ids, strict=True)]
+        self._unsaved, self._dirty = [], set()
+        if self._last_saved and self.on_saved is not None:
+            self.on_saved()
+        return True
+
+    @property
+    def unsaved(self) -> int:
+        """Transitions logged but not yet in the outbox (the state write is failing)."""
+        return len(self._unsaved)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -511,46 +393,17 @@ class AlertEngine:
             if rule is None:
                 continue
             for state in (PENDING, FIRING):
-                counts.setdefault((rule.name, state), 0)
+                counts.setdefault((rule.name, state.value), 0)
             for alert in active.values():
                 if alert.state != INACTIVE:
-                    counts[(rule.name, alert.state)] += 1
+                    counts[(rule.name, alert.state.value)] += 1
         return counts
 
-    # -- persistence --------------------------------------------------------------------------
-
-    def _persist(self, changed: Mapping[str, set[str]]) -> None:
-        if self.store is None or not changed:
-            return
-        saved, removed = [], []
-        for key, fps in changed.items():
-            active = self.alerts.get(key, {})
-            for fp in fps:
-                alert = active.get(fp)
-                if alert is None:
-                    removed.append((key, fp))
-                else:
-                    saved.append(
-                        StoredAlert(
-                            key,
-                            fp,
-                            alert.source,
-                            alert.state,
-                            alert.labels,
-                            alert.annotations,
-                            alert.active_at,
-                            alert.fired_at,
-                            alert.resolved_at,
-                            alert.last_sent_at,
-                            alert.keep_firing_since,
-                            None if alert.value is None else str(alert.value),
-                        )
-                    )
-        self.store.save_alerts(saved, removed)
+    # -- restore ------------------------------------------------------------------------------
 
     def _restore(self, stored: Sequence[StoredAlert]) -> None:
         """Resume where the last process stopped: a firing alert is firing again with the same
-        fingerprint and start, and no new `firing` transition is emitted for it."""
+        fingerprint, start and target, and no new `firing` transition is emitted for it."""
         now = self.clock()
         dropped = []
         for item in stored:
@@ -558,21 +411,23 @@ class AlertEngine:
             if rule is None:
                 dropped.append((item.rule, item.fingerprint))
                 continue
+            state = AlertState(item.state)
             alert = Alert(
                 rule=item.rule,
                 alertname=rule.name,
                 source=item.source,
                 fingerprint=item.fingerprint,
+                target=_target(item, rule),
                 labels=item.labels,
                 annotations=item.annotations,
-                state=item.state,
+                state=state,
                 active_at=item.active_at or now,
                 fired_at=item.fired_at,
                 resolved_at=item.resolved_at,
                 keep_firing_since=item.keep_firing_since,
                 last_sent_at=item.last_sent_at,
                 value=item.value,
-                not_before=now + min(RESTORE_GRACE, rule.hold) if item.state == PENDING else 0.0,
+                not_before=now + min(RESTORE_GRACE, rule.hold) if state == PENDING else 0.0,
             )
             self.alerts.setdefault(item.rule, {})[item.fingerprint] = alert
             if alert.state != INACTIVE:
@@ -581,9 +436,43 @@ class AlertEngine:
                 muted = tuple(self.silencer.mutes(alert.labels, now))
                 if muted:
                     self._muted[(item.rule, item.fingerprint)] = muted
-        if dropped and self.store is not None:
-            self.store.save_alerts([], dropped)
+        self._dirty.update(dropped)
+        self.flush()
         self._counts = self._count()
         restored = sum(len(a) for a in self.alerts.values())
         if restored:
-            log.info("alert state restored alerts=%d", restored)
+            log.info("alert state restored", extra={"alerts": restored})
+
+
+def _copy(alert: Alert) -> Alert:
+    return replace(alert)
+
+
+def _resolved(alert: Alert) -> Change:
+    return Change(TransitionKind.RESOLVED, _copy(alert), FIRING)
+
+
+def _stored(alert: Alert) -> StoredAlert:
+    return StoredAlert(
+        alert.rule,
+        alert.fingerprint,
+        alert.source,
+        alert.state.value,
+        alert.labels,
+        alert.annotations,
+        alert.active_at,
+        alert.fired_at,
+        alert.resolved_at,
+        alert.last_sent_at,
+        alert.keep_firing_since,
+        None if alert.value is None else str(alert.value),
+        alert.target.to_json(),
+    )
+
+
+def _target(item: StoredAlert, rule: AlertingRule) -> Target:
+    if item.target is not None:
+        return Target.from_json(item.target)
+    # A row saved before targets were: the entity's labels are the alert's, less the rule's.
+    labels = {k: v for k, v in item.labels.items() if k != "alertname" and k not in rule.labels}
+    return Target(SourceRef.parse(item.source), rule.kind, labels)

@@ -122,6 +122,22 @@ class Action:
     params: Any  # one of the *Params models
     templates: Mapping[str, Template] = field(default_factory=dict)
 
+    def render(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        """`{"action": name, "params": ...}` with every templated string rendered for one
+        alert (durations in seconds): what a transition carries to the action runner."""
+
+        def walk(value: Any, prefix: str) -> Any:
+            if isinstance(value, str):
+                template = self.templates.get(prefix)
+                return template.render(context) if template is not None else value
+            if isinstance(value, dict):
+                return {k: walk(v, f"{prefix}.{k}" if prefix else k) for k, v in value.items()}
+            if isinstance(value, list):
+                return [walk(item, f"{prefix}[{i}]") for i, item in enumerate(value)]
+            return value
+
+        return {"action": self.name, "params": walk(self.params.model_dump(mode="json"), "")}
+
 
 @dataclass(frozen=True)
 class AlertingRule:
