@@ -76,8 +76,8 @@ class SourcePoller:
             loud = not requested and not self._overrun_logged
             log.log(
                 logging.WARNING if loud else logging.DEBUG,
-                "poll skipped source=%s reason=previous_poll_still_running",
-                self.ref,
+                "poll skipped",
+                extra={"source": str(self.ref), "reason": "previous_poll_still_running"},
             )
             self._overrun_logged = self._overrun_logged or loud
             return None
@@ -114,7 +114,7 @@ class SourcePoller:
             failure, retry_after = PollFailure(exc.label, exc.message), exc.retry_after
         except Exception as exc:  # a source bug must not kill the daemon
             if self.up is not False:  # the traceback once, not on every poll
-                log.exception("poll crashed source=%s", self.ref)
+                log.exception("poll crashed", extra={"source": str(self.ref)})
             failure, retry_after = PollFailure(BAD_RESPONSE, type(exc).__name__), None
         else:
             duration = time.perf_counter() - started
@@ -132,22 +132,26 @@ class SourcePoller:
             self.metrics.poll_errors.labels(ref.kind, ref.name, snapshot.failure.reason).inc()
             if self.up is not False:
                 log.warning(
-                    "source down source=%s reason=%s error=%r",
-                    ref,
-                    snapshot.failure.reason,
-                    snapshot.failure.message,
+                    "source down",
+                    extra={
+                        "source": str(ref),
+                        "reason": snapshot.failure.reason,
+                        "error": snapshot.failure.message,
+                    },
                 )
                 self.down_since = snapshot.taken_at
             self.up = False
             return
         if self.up is False:
-            log.info("source recovered source=%s", ref)
+            log.info("source recovered", extra={"source": str(ref)})
         elif self.up is None:
             log.info(
-                "source up source=%s entities=%d duration=%.3fs",
-                ref,
-                len(snapshot.entities),
-                snapshot.duration,
+                "source up",
+                extra={
+                    "source": str(ref),
+                    "entities": len(snapshot.entities),
+                    "duration_s": round(snapshot.duration, 3),
+                },
             )
         self.up = True
         self.down_since = None

@@ -165,7 +165,8 @@ async def naver_callback(request: web.Request) -> web.Response:
     except (ValueError, TypeError) as exc:
         counter.labels("naver", receiver.name, "bad_request").inc()
         log.warning(
-            "callback rejected receiver=naver source=%s error=%r", receiver.name, str(exc)[:200]
+            "callback rejected",
+            extra={"receiver": "naver", "source": receiver.name, "error": str(exc)[:200]},
         )
         return json_response({"status": "error", "error": str(exc)[:200]}, 400)
     counter.labels("naver", receiver.name, "accepted").inc()
@@ -311,10 +312,12 @@ async def create_silence(request: web.Request) -> web.Response:
     except (ValueError, TypeError) as exc:
         return json_response({"status": "error", "error": str(exc)}, 400)
     log.info(
-        "silence saved id=%s by=%s matchers=%s",
-        silence.id,
-        silence.created_by,
-        ",".join(map(str, silence.matchers)),
+        "silence saved",
+        extra={
+            "silence_id": silence.id,
+            "created_by": silence.created_by,
+            "matchers": ",".join(map(str, silence.matchers)),
+        },
     )
     return json_response({"status": "success", "data": {"silenceID": silence.id}})
 
@@ -325,7 +328,7 @@ async def expire_silence(request: web.Request) -> web.Response:
         silence = _silencer(request).expire(request.match_info["id"], view.clock())
     except KeyError:
         return json_response({"status": "error", "error": "no such silence"}, 404)
-    log.info("silence expired id=%s", silence.id)
+    log.info("silence expired", extra={"silence_id": silence.id})
     return json_response({"status": "success", "data": silence.to_api(view.clock())})
 
 

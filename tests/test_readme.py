@@ -42,10 +42,9 @@ def test_rule_example_validates(tmp_path):
     assert [a.name for a in rule.actions] == ["id3_event", "hls_dump", "restart"]
 
 
-def test_metrics_reference_lists_exactly_the_exported_families(tmp_path):
+async def test_metrics_reference_lists_exactly_the_exported_families(tmp_path):
     from monitor.daemon import Daemon
     from monitor.export import FAMILIES
-    from monitor.web import build_app
 
     section = README[README.index("## Metrics") : README.index("## Alert rules")]
     documented: set[str] = set()
@@ -59,12 +58,15 @@ def test_metrics_reference_lists_exactly_the_exported_families(tmp_path):
     config = tmp_path / "streamwatch.yaml"
     config.write_text(f"listen: 127.0.0.1:0\nstate_dir: {tmp_path}\n")
     daemon = Daemon(config)
-    build_app(daemon, daemon.registry)  # the HTTP layer registers the callback counter
-    own = {
-        metric.name + ("_total" if metric.type == "counter" else "")
-        for metric in daemon.registry.collect()
-        if metric.name.startswith("streamwatch_")
-    }
+    await daemon.start(serve=False, schedule=False)  # every component registers its metrics
+    try:
+        own = {
+            metric.name + ("_total" if metric.type == "counter" else "")
+            for metric in daemon.registry.collect()
+            if metric.name.startswith("streamwatch_")
+        }
+    finally:
+        await daemon.stop()
     exported = {n for n in entity | own if not n.startswith(("ome_app_", "ome_vhost_"))}
     assert documented - exported == set(), "documented but not exported"
     assert exported - documented == set(), "exported but not documented"

@@ -231,7 +231,7 @@ def test_error_is_logged_once_per_template_and_message(caplog: pytest.LogCapture
             assert template.render(context()).startswith(ERROR)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "strem" in warnings[0].getMessage()
+    assert warnings[0].template == "{{ strem }}" and "strem" in warnings[0].error
     assert sum(r.levelno == logging.DEBUG for r in caplog.records) == 4
 
     caplog.clear()

@@ -216,11 +216,11 @@ class Template:
 
     def _log(self, message: str) -> None:
         if message in self._logged:
-            log.debug("error expanding template %r: %s", self.source, message)
+            log.debug("error expanding template", extra={"template": self.source, "error": message})
             return
         if len(self._logged) < _MAX_LOGGED:
             self._logged.add(message)
-        log.warning("error expanding template %r: %s", self.source, message)
+        log.warning("error expanding template", extra={"template": self.source, "error": message})
 
     def __repr__(self) -> str:
         return f"Template({self.source!r})"
