@@ -18,19 +18,14 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from monitor.labels import Matcher
-from monitor.schema import (
-    Duration,
-    PositiveDuration,
-    SourceName,
-    Strict,
-    Url,
-    validation_problems,
-)
+from monitor.schema import Duration, Strict, validation_problems
+from monitor.sources.registry import upstreams
 from monitor.yamlfile import YamlError, load_yaml
 
 
@@ -43,90 +38,35 @@ def _check_listen(value: Any) -> str:
     return value
 
 
-class OmeSourceConfig(Strict):
-    name: SourceName
-    url: Url
-    access_token: SecretStr
-    interval: PositiveDuration = 5.0
-    timeout: PositiveDuration = 3.0
-    include: list[str] = Field(default_factory=lambda: ["*/*"])
-    exclude: list[str] = Field(default_factory=list)
-    expected_streams: list[str] = Field(default_factory=list)
-    concurrency: int = Field(16, ge=1, le=256)
-    stream_info: bool = True
-    pushes: bool = True
-    records: bool = True
+class _Sources(Strict):
+    """The `sources:` section: one list per upstream kind, built from the registry below."""
 
-    @field_validator("include", "exclude")
+    @model_validator(mode="before")
     @classmethod
-    def _vhost_app_globs(cls, globs: list[str]) -> list[str]:
-        for glob in globs:
-            if glob.count("/") != 1:
-                raise ValueError(f"{glob!r}: expected a VHOST/APP glob such as '*/*'")
-        return globs
-
-    @field_validator("expected_streams")
-    @classmethod
-    def _stream_paths(cls, paths: list[str]) -> list[str]:
-        for path in paths:
-            parts = path.split("/")
-            if len(parts) != 3 or not all(parts):
-                raise ValueError(f"{path!r}: expected VHOST/APP/STREAM")
-        return paths
-
-
-class SmartstreamSourceConfig(Strict):
-    name: SourceName
-    url: Url = "https://ovp-s-api.smartstream.ne.jp"
-    merchant_id: Annotated[str, Field(min_length=1)]
-    api_key: SecretStr
-    token: SecretStr | None = None
-    mail_address: str | None = None
-    password: SecretStr | None = None
-    interval: PositiveDuration = 30.0
-    timeout: PositiveDuration = 10.0
-    rate_limit: int = Field(50, ge=1, description="requests per minute, polls and actions together")
-    page_size: int = Field(100, ge=1, le=1000)
-    jobs: bool = True
+    def _none_is_empty(cls, data: Any) -> Any:
+        # `ome:` with nothing under it is an empty list, not an error.
+        if isinstance(data, Mapping):
+            return {key: [] if value is None else value for key, value in data.items()}
+        return data
 
     @model_validator(mode="after")
-    def _credentials(self) -> SmartstreamSourceConfig:
-        if self.token is None and not (self.mail_address and self.password):
-            raise ValueError("give either token, or mail_address and password")
-        return self
-
-
-class NaverSourceConfig(Strict):
-    name: SourceName
-    url: Url = "https://livestation.apigw.ntruss.com"
-    access_key: SecretStr
-    secret_key: SecretStr
-    region: str = "KR"
-    interval: PositiveDuration = 30.0
-    timeout: PositiveDuration = 10.0
-    page_size: int = Field(100, ge=1, le=100)
-    callback_token: SecretStr | None = None
-    events: bool = True
-
-
-class SourcesConfig(Strict):
-    ome: list[OmeSourceConfig] = Field(default_factory=list)
-    smartstream: list[SmartstreamSourceConfig] = Field(default_factory=list)
-    naver: list[NaverSourceConfig] = Field(default_factory=list)
-
-    @field_validator("ome", "smartstream", "naver", mode="before")
-    @classmethod
-    def _none_is_empty(cls, value: Any) -> Any:
-        return [] if value is None else value
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> SourcesConfig:
-        for kind in ("ome", "smartstream", "naver"):
+    def _unique_names(self) -> _Sources:
+        for kind in type(self).model_fields:
             names = [source.name for source in getattr(self, kind)]
             duplicates = sorted({name for name in names if names.count(name) > 1})
             if duplicates:
                 raise ValueError(f"sources.{kind}: duplicate name(s) {', '.join(duplicates)}")
         return self
+
+
+# One `list[<config model>]` per upstream the registry knows: adding an upstream touches the
+# registry only.
+SourcesConfig: type[_Sources] = create_model(
+    "SourcesConfig",
+    __base__=_Sources,
+    __module__=__name__,
+    **{u.kind: (list[u.config_model], Field(default_factory=list)) for u in upstreams()},
+)
 
 
 class ApiConfig(Strict):

@@ -2,8 +2,9 @@
 
 The entity families are rendered from the last good snapshot of each source that is up, so a
 vanished entity's series disappear with the next poll and a down source exports only its
-health. The families are declared in one table (name, type, entity kind, extra labels, value
-function), the shape of Home Assistant's sensor descriptions. No I/O happens here.
+health. Each upstream declares its families in a table (name, type, entity kind, extra labels,
+value function: the shape of Home Assistant's sensor descriptions) in its own `families.py`;
+the exporter takes them from the registry and knows no vendor. No I/O happens here.
 """
 
 from __future__ import annotations
@@ -12,167 +13,45 @@ import asyncio
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from monitor.model import Entity
-from monitor.poller import SourcePoller
-from monitor.sources import naver, ome, smartstream
+from monitor.model import Entity, Snapshot, SourceRef
+from monitor.sources.families import Family
+from monitor.sources.registry import families as upstream_families
 
-# One sample of a family for one entity: the values of the family's extra labels, and the value.
-Sample = tuple[tuple[str, ...], float]
-ValueFn = Callable[[Entity], Iterable[Sample]]
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    type: Literal["gauge", "counter"]
-    help: str
-    kind: str
-    labels: tuple[str, ...]  # entity identity labels, in this order
-    values: ValueFn
-    extra_labels: tuple[str, ...] = ()
+# Every upstream's families, in registry order.
+FAMILIES: tuple[Family, ...] = upstream_families()
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+class SourceStatus(Protocol):
+    """What the exporter reads of one configured source (the poller has these)."""
+
+    @property
+    def ref(self) -> SourceRef: ...
+
+    @property
+    def up(self) -> bool | None: ...
+
+    @property
+    def last_good(self) -> Snapshot | None: ...
 
 
-def scalar(field: str) -> ValueFn:
-    def values(entity: Entity) -> Iterator[Sample]:
-        value = entity.fields.get(field)
-        if _is_number(value):
-            yield (), float(value)
-
-    return values
-
-
-def per_key(field: str) -> ValueFn:
-    """One sample per key of an open map field (OME's `connections`), zeros included."""
-
-    def values(entity: Entity) -> Iterator[Sample]:
-        mapping = entity.fields.get(field)
-        if isinstance(mapping, Mapping):
-            for key, value in mapping.items():
-                yield (str(key),), float(value)
-
-    return values
-
-
-def info(*fields: str) -> ValueFn:
-    def values(entity: Entity) -> Iterator[Sample]:
-        yield (
-            tuple(
-                "" if entity.fields.get(f) is None else str(entity.fields.get(f)) for f in fields
-            ),
-            1.0,
-        )
-
-    return values
-
-
-def state_set(field: str, known: Sequence[str]) -> ValueFn:
-    """1 for the current state, 0 for every other known one. An unknown current value is
-    exported too (upstreams add states without telling us)."""
-
-    def values(entity: Entity) -> Iterator[Sample]:
-        current = entity.fields.get(field)
-        if current is None:
-            return
-        current = str(current)
-        for state in known:
-            yield (state,), 1.0 if state == current else 0.0
-        if current not in known:
-            yield (current,), 1.0
-
-    return values
-
-
-def track_detail(field: str) -> ValueFn:
-    """One sample per input track of a stream (its `tracks` field), labelled track, type, codec."""
-
-    def values(entity: Entity) -> Iterator[Sample]:
-        for track in entity.fields.get("tracks") or ():
-            value = track.get(field)
-            if _is_number(value):
-                yield (track["track"], track["type"], track["codec"]), float(value)
-
-    return values
-
-
-def only_present(fn: ValueFn) -> ValueFn:
-    def values(entity: Entity) -> Iterable[Sample]:
-        return fn(entity) if entity.present else ()
-
-    return values
-
-
-def channel_status(entity: Entity) -> Iterator[Sample]:
-    name = str(entity.fields.get("channel_name") or "")
-    for (status,), value in state_set("status", naver.CHANNEL_STATUSES)(entity):
-        yield (name, status), value
-
-
-# fmt: off
-def _stats_families(scope: str, kind: str, labels: tuple[str, ...]) -> list[Family]:
-    """The statistics object is the same at vhost, app and stream scope (DESIGN: ome_app_*,
-    ome_vhost_* mirror the stream families)."""
-    p = f"ome_{scope}"
-    return [
-        Family(f"{p}_connections", "gauge", f"Current playback sessions of the {scope} by publisher protocol (OME's connections keys).", kind, labels, only_present(per_key("connections")), ("protocol",)),
-        Family(f"{p}_bytes_in", "counter", f"Bytes received by the {scope} since it was created (totalBytesIn).", kind, labels, scalar("bytes_in")),
-        Family(f"{p}_bytes_out", "counter", f"Bytes sent by the {scope} since it was created (totalBytesOut).", kind, labels, scalar("bytes_out")),
-        Family(f"{p}_throughput_in_bits_per_second", "gauge", f"Ingest rate of the {scope} over OME's last ~1 s window (avgThroughputIn); frozen when ingest stops.", kind, labels, scalar("throughput_in")),
-        Family(f"{p}_throughput_out_bits_per_second", "gauge", f"Egress rate of the {scope} over OME's last ~1 s window (avgThroughputOut).", kind, labels, scalar("throughput_out")),
-        Family(f"{p}_last_recv_timestamp_seconds", "gauge", f"When the {scope} last received data (lastRecvTime), Unix time.", kind, labels, scalar("last_recv")),
-        Family(f"{p}_last_sent_timestamp_seconds", "gauge", f"When the {scope} last sent data (lastSentTime), Unix time.", kind, labels, scalar("last_sent")),
-        Family(f"{p}_created_timestamp_seconds", "gauge", f"When the {scope} was created (createdTime), Unix time; moves on a republish.", kind, labels, scalar("created_at")),
-    ]
-# fmt: on
-
-
-VHOST = ("server", "vhost")
-APP = ("server", "vhost", "app")
-STREAM = ("server", "vhost", "app", "stream")
-TASK = ("server", "vhost", "app", "id")
-
-# fmt: off
-FAMILIES: tuple[Family, ...] = (
-    *_stats_families("stream", ome.KIND_STREAM, STREAM),
-    Family("ome_stream_present", "gauge", "1 when OME lists the stream, 0 when it is expected (expected_streams) but absent.", ome.KIND_STREAM, STREAM, lambda e: [((), 1.0 if e.present else 0.0)]),
-    Family("ome_stream_info", "gauge", "Input attributes of a stream; the value is always 1.", ome.KIND_STREAM, STREAM, only_present(info("source_type")), ("source_type",)),
-    Family("ome_stream_track_bitrate_bits_per_second", "gauge", "Measured input track bitrate (bitrateLatest, else bitrateAvg, else bitrate).", ome.KIND_STREAM, STREAM, track_detail("bitrate"), ("track", "type", "codec")),
-    Family("ome_stream_track_framerate", "gauge", "Measured input video framerate in frames per second.", ome.KIND_STREAM, STREAM, track_detail("framerate"), ("track", "type", "codec")),
-    Family("ome_stream_track_keyframe_interval", "gauge", "Input video GOP size in frames (keyFrameInterval).", ome.KIND_STREAM, STREAM, track_detail("keyframe_interval"), ("track", "type", "codec")),
-    Family("ome_stream_track_width", "gauge", "Input video width in pixels.", ome.KIND_STREAM, STREAM, track_detail("width"), ("track", "type", "codec")),
-    Family("ome_stream_track_height", "gauge", "Input video height in pixels.", ome.KIND_STREAM, STREAM, track_detail("height"), ("track", "type", "codec")),
-    *_stats_families("app", ome.KIND_APP, APP),
-    *_stats_families("vhost", ome.KIND_VHOST, VHOST),
-    Family("ome_push_state", "gauge", "State of a push publishing task (state set).", ome.KIND_PUSH, TASK, state_set("state", ome.TASK_STATES), ("state",)),
-    Family("ome_push_sent_bytes", "counter", "Bytes a push task has sent (totalsentBytes).", ome.KIND_PUSH, TASK, scalar("total_sent_bytes")),
-    Family("ome_record_state", "gauge", "State of a recording task (state set).", ome.KIND_RECORD, TASK, state_set("state", ome.TASK_STATES), ("state",)),
-    Family("smartstream_live_event_info", "gauge", "A SmartSTREAM live event; the value is always 1.", "smartstream.live_event", ("merchant", "live_event"), info("ref_id", "name"), ("ref_id", "name")),
-    Family("smartstream_live_event_encode_status", "gauge", "encode_status of a live event (state set).", "smartstream.live_event", ("merchant", "live_event"), state_set("encode_status", smartstream.LIVE_EVENT_ENCODE_STATUSES), ("status",)),
-    Family("smartstream_job_encode_status", "gauge", "encode_status of an ingest job (state set; integer codes as the API sends them).", "smartstream.job", ("merchant", "job"), state_set("encode_status", tuple(str(s) for s in smartstream.JOB_ENCODE_STATUSES)), ("status",)),
-    Family("naver_channel_status", "gauge", "channelStatus of a Live Station channel (state set; PUBLISH is reported as PUBLISHING).", "naver.channel", ("channel",), channel_status, ("channel_name", "status")),
-    Family("naver_channel_events_total", "counter", "Live Station channel events seen by this daemon (poll and callback, each counted once).", "naver.channel", ("channel",), per_key("events"), ("event",)),
-)
-# fmt: on
+Statuses = Callable[[], Sequence[SourceStatus]]
 
 
 class SourceHealthCollector(Collector):
     """`streamwatch_source_up` for every configured source."""
 
-    def __init__(self, pollers: Callable[[], Sequence[SourcePoller]]):
-        self._pollers = pollers
+    def __init__(self, statuses: Statuses):
+        self._statuses = statuses
 
     def describe(self) -> list[Metric]:
         return [self._family()]
@@ -187,8 +66,8 @@ class SourceHealthCollector(Collector):
 
     def collect(self) -> list[Metric]:
         up = self._family()
-        for poller in self._pollers():
-            up.add_metric([poller.ref.kind, poller.ref.name], 1.0 if poller.up else 0.0)
+        for status in self._statuses():
+            up.add_metric([status.ref.kind, status.ref.name], 1.0 if status.up else 0.0)
         return [up]
 
 
@@ -235,10 +114,8 @@ class EntityExposition:
     identity labels are escaped once, and a scrape between two polls renders nothing.
     """
 
-    def __init__(
-        self, pollers: Callable[[], Sequence[SourcePoller]], families: Sequence[Family] = FAMILIES
-    ):
-        self._pollers = pollers
+    def __init__(self, statuses: Statuses, families: Sequence[Family] = FAMILIES):
+        self._statuses = statuses
         self._families = tuple(families)
         self._cache: dict[bool, Rendered] = {}
         # Scrapes and the post-poll warm-up render in worker threads: one renders, the other
@@ -268,7 +145,7 @@ class EntityExposition:
     def _current(self, openmetrics: bool) -> Rendered:
         """The cache entry of the current snapshots (a new, empty one when a snapshot changed).
         Call with the lock held."""
-        sources = tuple((p.ref, p.last_good if p.up else None) for p in self._pollers())
+        sources = tuple((s.ref, s.last_good if s.up else None) for s in self._statuses())
         cached = self._cache.get(openmetrics)
         if cached is None or not _same(cached.sources, sources):
             cached = self._cache[openmetrics] = Rendered(sources)
@@ -348,10 +225,15 @@ class Exporter:
     """/metrics: the daemon's own registry (prometheus_client's writer) followed by the entity
     families (EntityExposition), in the format the scraper asked for."""
 
-    def __init__(self, registry: CollectorRegistry, pollers: Callable[[], Sequence[SourcePoller]]):
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        statuses: Statuses,
+        families: Sequence[Family] | None = None,
+    ):
         self.registry = registry
-        registry.register(SourceHealthCollector(pollers))
-        self.entities = EntityExposition(pollers)
+        registry.register(SourceHealthCollector(statuses))
+        self.entities = EntityExposition(statuses, FAMILIES if families is None else families)
         self.last_scrape: tuple[str, str, float] | None = None
         # One thread renders, always the same one: renders are serialised by a lock anyway,
         # and the memory a render churns then stays in one malloc arena rather than spreading

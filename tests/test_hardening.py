@@ -9,13 +9,14 @@ from prometheus_client import CollectorRegistry
 
 from monitor.alerting.rules import RuleError, load_rule_files
 from monitor.alerting.silences import EXPIRED_RETENTION, Silencer
-from monitor.config import OmeSourceConfig, SmartstreamSourceConfig
 from monitor.labels import Matcher
 from monitor.sim.serve import serve
 from monitor.sources import ENTITY_KINDS
 from monitor.sources.base import HTTP_4XX, SourceContext, SourceError, SourceMetrics
-from monitor.sources.ome import OmeSource
-from monitor.sources.smartstream import SmartstreamSource
+from monitor.sources.ome.config import OmeSourceConfig
+from monitor.sources.ome.source import OmeSource
+from monitor.sources.smartstream.config import SmartstreamSourceConfig
+from monitor.sources.smartstream.source import SmartstreamSource
 from monitor.store import Store
 
 

@@ -17,13 +17,16 @@ from aiohttp import web
 from conftest import FakeClock
 from prometheus_client import CollectorRegistry, generate_latest
 
-from monitor.config import NaverSourceConfig
+from monitor.demo import demo_naver
+from monitor.logs import fields as log_fields
 from monitor.model import Entity, SourceRef
 from monitor.sim.naver import NaverSim
 from monitor.sim.serve import serve
-from monitor.sources import naver
 from monitor.sources.base import SourceContext, SourceError, SourceMetrics
-from monitor.sources.naver import CHANNEL_STATUSES, NaverSource, sign_v2
+from monitor.sources.naver import source as naver_source
+from monitor.sources.naver.client import sign_v2
+from monitor.sources.naver.config import NaverSourceConfig
+from monitor.sources.naver.source import CHANNEL_STATUSES, NaverSource
 from monitor.store import Store
 
 AK = "AKtest-9f3c2b1a"
@@ -52,7 +55,7 @@ def sim(clock: FakeClock) -> NaverSim:
 
 @pytest.fixture
 async def base_url(sim: NaverSim) -> AsyncIterator[str]:
-    async with serve(sim.make_app()) as url:
+    async with serve(sim.app()) as url:
         yield url
 
 
@@ -207,10 +210,8 @@ async def test_channel_list_is_read_across_all_pages(sim: NaverSim, base_url: st
     finally:
         await source.close()
     assert sorted(channels(entities)) == [f"ls-page-{n}" for n in range(7)]
-    assert [r["path"] for r in sim.requests] == [
-        "/api/v2/channels?pageNo=1&pageSizeNo=3",
-        "/api/v2/channels?pageNo=2&pageSizeNo=3",
-        "/api/v2/channels?pageNo=3&pageSizeNo=3",
+    assert [(r.path, r.query) for r in sim.calls] == [
+        ("/api/v2/channels", {"pageNo": str(page), "pageSizeNo": "3"}) for page in (1, 2, 3)
     ]
 
 
@@ -224,7 +225,7 @@ async def test_exact_multiple_of_page_size_stops_at_total(
         assert len(channels(await source.poll())) == 6
     finally:
         await source.close()
-    assert len(sim.requests) == 2
+    assert len(sim.calls) == 2
 
 
 async def test_channel_fields_and_statuses_including_unknown(
@@ -337,19 +338,19 @@ async def test_missing_access_key_header_is_unauthorized(base_url: str, clock: F
 @pytest.mark.parametrize(
     ("inject", "label", "status"),
     [
-        (lambda sim: sim.server_error(), "http_5xx:EXCEPTION", 500),
-        (lambda sim: sim.server_error(status=503), "http_5xx:EXCEPTION", 503),
-        (lambda sim: sim.gateway_error("500"), "http_5xx:500", 503),
+        (lambda sim: sim.fail(500), "http_5xx:EXCEPTION", 500),
+        (lambda sim: sim.fail(503), "http_5xx:EXCEPTION", 503),
+        (lambda sim: sim.fail(code="500"), "http_5xx:500", 503),
         (lambda sim: sim.unauthorized(), "unauthorized:200", 401),
-        (lambda sim: sim.gateway_error("230"), "unauthorized:230", 403),
+        (lambda sim: sim.fail(code="230"), "unauthorized:230", 403),
         (
-            lambda sim: sim.http_error(400, "POLICY_CHECK_FAILED"),
+            lambda sim: sim.fail(400, "POLICY_CHECK_FAILED"),
             "unauthorized:POLICY_CHECK_FAILED",
             400,
         ),
-        (lambda sim: sim.http_error(404, "NOT_FOUND"), "http_4xx:NOT_FOUND", 404),
-        (lambda sim: sim.http_error(400, "INVALID_FORMAT"), "http_4xx:INVALID_FORMAT", 400),
-        (lambda sim: sim.gateway_error("100"), "http_4xx:100", 400),
+        (lambda sim: sim.fail(404, "NOT_FOUND"), "http_4xx:NOT_FOUND", 404),
+        (lambda sim: sim.fail(400, "INVALID_FORMAT"), "http_4xx:INVALID_FORMAT", 400),
+        (lambda sim: sim.fail(code="100"), "http_4xx:100", 400),
         (lambda sim: sim.bad_json(), "bad_response", None),
     ],
 )
@@ -363,11 +364,11 @@ async def test_failure_classes_and_error_codes(
 
 
 async def test_rate_limited_carries_retry_after(sim: NaverSim, source: NaverSource) -> None:
-    sim.rate_limit(retry_after=12)
+    sim.fail(429, retry_after=12)
     error = await poll_error(source)
     assert (error.label, error.retry_after) == ("rate_limited:420", 12.0)
     sim.clear_faults()
-    sim.gateway_error("400")  # quota exceeded
+    sim.fail(code="400")  # quota exceeded
     assert (await poll_error(source)).reason == "rate_limited"
 
 
@@ -461,7 +462,7 @@ async def test_failed_poll_loses_no_event(sim: NaverSim, source: NaverSource, cl
     sim.add_channel("ls-f")
     await source.poll()
     sim.add_event("ls-f", "STREAM_UPDATE")
-    sim.server_error(count=1, path="/api/v2/events")
+    sim.fail(500, path="/api/v2/events")
     await poll_error(source)
     assert [e.labels["event"] for e in events(await source.poll())] == ["STREAM_UPDATE"]
 
@@ -604,7 +605,7 @@ async def test_callback_events_wait_through_a_failed_poll(
 ) -> None:
     payload = {"id": 1, "logLevel": "INFO", "channelId": "ls-q", "event": "X", "timestamp": MS}
     assert source.accept_callback(payload) == 1
-    sim.server_error(count=1)
+    sim.fail(500)
     await poll_error(source)
     assert [e.labels["event"] for e in events(await source.poll())] == ["X"]
 
@@ -640,7 +641,7 @@ def test_callback_token_check(clock: FakeClock, monkeypatch: pytest.MonkeyPatch)
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(naver.hmac, "compare_digest", spy)
+    monkeypatch.setattr(naver_source.hmac, "compare_digest", spy)
     source = make_source("http://127.0.0.1:9", clock)
     assert source.check_callback_token(TOKEN) is True
     assert source.check_callback_token(TOKEN + "x") is False
@@ -671,7 +672,7 @@ async def test_actions_change_the_sim_and_are_logged(sim: NaverSim, source: Nave
     assert entity is not None and entity.fields["status"] == "READY"
     assert (await source.get_channel("ls-act")).fields["status"] == "READY"
     await source.restart_channel("ls-act")
-    assert [(c["method"], c["path"], c["status"]) for c in sim.calls] == [
+    assert [(c.method, c.path, c.status) for c in sim.calls.mutating()] == [
         ("PUT", "/api/v2/channels/ls-act/startRecord", 200),
         ("PUT", "/api/v2/channels/ls-act/stopRecord", 200),
         ("PUT", "/api/v2/channels/ls-act/off", 200),
@@ -687,8 +688,8 @@ async def test_channel_id_is_signed_exactly_as_sent(sim: NaverSim, source: Naver
     sim.add_channel(odd, "odd", "READY")
     entity = await source.stop_channel(odd)
     assert entity is not None and entity.labels["channel"] == odd
-    assert sim.calls[-1]["status"] == 200
-    assert sim.requests[-1]["path"] == "/api/v2/channels/ls-x%21y%281%29%27%2A/off"
+    assert sim.calls[-1].status == 200
+    assert sim.calls[-1].path == "/api/v2/channels/ls-x%21y%281%29%27%2A/off"
 
 
 async def test_action_errors_carry_the_live_station_code(
@@ -701,7 +702,7 @@ async def test_action_errors_carry_the_live_station_code(
     with pytest.raises(SourceError) as info:
         await source.start_recording("ls-missing")
     assert info.value.label == "http_4xx:NOT_FOUND"
-    assert [c["status"] for c in sim.calls] == [400, 404]
+    assert [c.status for c in sim.calls.mutating()] == [400, 404]
     with pytest.raises(ValueError):
         await source.stop_channel("")
 
@@ -719,8 +720,9 @@ async def test_no_secret_in_logs_errors_reprs_or_metrics(
     sim.add_channel("ls-s", "s", "PUBLISHING")
     try:
         await source.poll()
-        echo = lambda: sim.http_error(500, "EXCEPTION", f"key {AK} secret {SK}")  # noqa: E731
-        for inject in (sim.unauthorized, sim.server_error, sim.bad_json, sim.rate_limit, echo):
+        echo = lambda: sim.fail(500, "EXCEPTION", f"key {AK} secret {SK}")  # noqa: E731
+        rate_limit = lambda: sim.fail(429, retry_after=30)  # noqa: E731
+        for inject in (sim.unauthorized, sim.fail, sim.bad_json, rate_limit, echo):
             sim.clear_faults()
             inject()
             error = await poll_error(source)
@@ -739,6 +741,7 @@ async def test_no_secret_in_logs_errors_reprs_or_metrics(
     finally:
         await source.close()
     texts += [caplog.text, generate_latest(registry).decode()]
+    texts += [str(log_fields(r)) for r in caplog.records]
     joined = "\n".join(texts)
     assert "unauthorized:200" in joined  # the texts were really collected
     assert "key [redacted] secret [redacted]" in joined  # an echoed secret is cut out
@@ -750,8 +753,8 @@ async def test_no_secret_in_logs_errors_reprs_or_metrics(
 
 
 async def test_demo_sim_as_seen_by_the_source(clock: FakeClock, store: Store) -> None:
-    sim = NaverSim.demo(AK, SK, clock)
-    async with serve(sim.make_app()) as url:
+    sim = demo_naver(AK, SK, clock)
+    async with serve(sim.app()) as url:
         source = make_source(url, clock, store)
         try:
             start = await source.poll()

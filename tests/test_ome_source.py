@@ -14,13 +14,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.config import OmeSourceConfig
 from monitor.export import Exporter
 from monitor.poller import SourcePoller
-from monitor.sim.ome import OmeSim, build_ome_app
+from monitor.sim.ome import OmeSim
 from monitor.sim.serve import serve
 from monitor.sources.base import SourceContext, SourceError, SourceMetrics
-from monitor.sources.ome import OmeSource
+from monitor.sources.ome.config import OmeSourceConfig
+from monitor.sources.ome.source import OmeSource
 
 TOKEN = "ome-secret-token-4711"
 
@@ -46,7 +46,7 @@ def sim(clock) -> OmeSim:
 
 @pytest.fixture
 async def sim_url(sim) -> AsyncIterator[str]:
-    async with serve(build_ome_app(sim)) as url:
+    async with serve(sim.app()) as url:
         yield url
 
 
@@ -111,7 +111,7 @@ async def test_string_bitrates_of_old_ome_versions(clock):
     sim = OmeSim(TOKEN, clock=clock, version="0.16.5")
     sim.add_stream("default/app/s", bitrate=1_500_000)
     clock.advance(5)
-    async with serve(build_ome_app(sim)) as url:
+    async with serve(sim.app()) as url:
         info = await sim_json(url, "/v1/vhosts/default/apps/app/streams/s")
         assert isinstance(info["input"]["tracks"][0]["video"]["bitrate"], str)
         entities = await poll(make_source(url, clock))
@@ -146,7 +146,7 @@ async def test_stream_vanishing_between_list_and_stats_is_not_an_error(sim, sim_
     ("fault", "reason"),
     [
         (lambda sim: sim.fail(count=None, path="/v1/stats/*"), "http_5xx"),
-        (lambda sim: sim.malformed(count=None, path="/v1/vhosts/default/apps"), "bad_response"),
+        (lambda sim: sim.bad_json(count=None, path="/v1/vhosts/default/apps"), "bad_response"),
         (lambda sim: sim.unauthorized(count=None), "unauthorized"),
         (lambda sim: sim.delay(1, count=None, path="/v1/vhosts"), "timeout"),
     ],
@@ -173,9 +173,10 @@ async def test_wrong_token_connect_and_4xx(sim_url, clock, unused_tcp_port):
 
 async def test_actions_reach_the_simulator(sim, sim_url, clock, tmp_path: Path):
     source = make_source(sim_url, clock)
+    client = source.client  # actions are the client's; the verbs (test_verbs.py) wrap them
     await source.open()
     try:
-        await source.send_event(
+        await client.send_event(
             "default",
             "live",
             "main",
@@ -183,7 +184,7 @@ async def test_actions_reach_the_simulator(sim, sim_url, clock, tmp_path: Path):
         )
         assert sim.events[-1].events[0]["data"] == "OmeIngestStalled"
         out = tmp_path / "dump"
-        await source.start_hls_dump(
+        await client.start_hls_dump(
             "default",
             "live",
             "main",
@@ -194,7 +195,7 @@ async def test_actions_reach_the_simulator(sim, sim_url, clock, tmp_path: Path):
         )
         assert (out / "info.xml").read_text().count("<Status>Running</Status>") == 1
         with pytest.raises(SourceError) as caught:
-            await source.start_hls_dump(
+            await client.start_hls_dump(
                 "default",
                 "live",
                 "main",
@@ -203,14 +204,14 @@ async def test_actions_reach_the_simulator(sim, sim_url, clock, tmp_path: Path):
                 output_path=str(out),
             )
         assert caught.value.reason == "http_5xx" and "Duplicate ID" in caught.value.message
-        await source.stop_hls_dump(
+        await client.stop_hls_dump(
             "default", "live", "main", output_stream_name="main", dump_id="d1"
         )
         assert "<Status>Completed</Status>" in (out / "info.xml").read_text()
-        [dump] = await source.hls_dumps("default", "live", "main", output_stream_name="main")
+        [dump] = await client.hls_dumps("default", "live", "main", output_stream_name="main")
         assert dump["enabled"] is False
-        assert [p["id"] for p in await source.pushes("default", "live")] == ["youtube"]
-        started = await source.start_push(
+        assert [p["id"] for p in await client.pushes("default", "live")] == ["youtube"]
+        started = await client.start_push(
             "default",
             "live",
             {
@@ -222,14 +223,14 @@ async def test_actions_reach_the_simulator(sim, sim_url, clock, tmp_path: Path):
             },
         )
         assert started["id"] == "backup-cdn" and started["state"] in ("ready", "pushing")
-        assert {p["id"] for p in await source.pushes("default", "live")} == {
+        assert {p["id"] for p in await client.pushes("default", "live")} == {
             "youtube",
             "backup-cdn",
         }
-        await source.stop_push("default", "live", "youtube")
-        assert await source.stream_exists("default", "live", "main")
-        await source.delete_stream("default", "live", "main")
-        assert not await source.stream_exists("default", "live", "main")
+        await client.stop_push("default", "live", "youtube")
+        assert await client.stream_exists("default", "live", "main")
+        await client.delete_stream("default", "live", "main")
+        assert not await client.stream_exists("default", "live", "main")
     finally:
         await source.close()
     mutating = [(c.method, c.path) for c in sim.calls]

@@ -1,111 +1,62 @@
-"""What every source shares: the error classes a poll can end in, the metrics a source may
-record, and the interface the poller drives. Vendor HTTP details live in the vendor modules."""
+"""What every source shares: the interface the poller drives, what a source gets from the
+daemon, the metrics a source may record, and the descriptor of an upstream. The failure classes
+and SourceError live in `http` with the rest of the HTTP layer; they are re-exported here."""
 
 from __future__ import annotations
 
 import abc
-import asyncio
 import contextlib
-import json
-import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from pydantic import BaseModel
 
 from monitor.model import Entity, SourceRef
+from monitor.sources.http import (
+    BAD_RESPONSE,
+    CONNECT,
+    HTTP_4XX,
+    HTTP_5XX,
+    RATE_LIMITED,
+    REASONS,
+    TIMEOUT,
+    UNAUTHORIZED,
+    SourceError,
+    classify_exception,
+    decode_json,
+    parse_retry_after,
+    reason_for_status,
+)
+
+if TYPE_CHECKING:
+    from monitor.sources.families import Family
+    from monitor.sources.verbs import Verb
+
+__all__ = [
+    "BAD_RESPONSE",
+    "CONNECT",
+    "HTTP_4XX",
+    "HTTP_5XX",
+    "RATE_LIMITED",
+    "REASONS",
+    "TIMEOUT",
+    "UNAUTHORIZED",
+    "Clock",
+    "Source",
+    "SourceContext",
+    "SourceError",
+    "SourceMetrics",
+    "Upstream",
+    "classify_exception",
+    "decode_json",
+    "parse_retry_after",
+    "reason_for_status",
+]
 
 Clock = Callable[[], float]
-
-# The failure classes a poll or an action can end in; each is a value of the `reason` label.
-TIMEOUT = "timeout"
-CONNECT = "connect"
-UNAUTHORIZED = "unauthorized"
-HTTP_4XX = "http_4xx"
-HTTP_5XX = "http_5xx"
-BAD_RESPONSE = "bad_response"
-RATE_LIMITED = "rate_limited"
-REASONS = (TIMEOUT, CONNECT, UNAUTHORIZED, HTTP_4XX, HTTP_5XX, BAD_RESPONSE, RATE_LIMITED)
-_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-
-class SourceError(Exception):
-    """A poll or a call to an upstream failed. `reason` is one of REASONS; `code` is the
-    vendor's documented error code when the body carried one. The message never holds a secret."""
-
-    def __init__(
-        self,
-        reason: str,
-        message: str,
-        *,
-        status: int | None = None,
-        code: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.status = status
-        self.code = code
-        self.retry_after = retry_after
-
-    @property
-    def label(self) -> str:
-        """The value of `streamwatch_source_poll_errors_total{reason}`: the class, and the
-        vendor's code after a colon when it sent one (`http_4xx:LIVE_EVENT_NOT_FOUND`). A code
-        that does not look like one (an upstream echoing text) is left out: label values
-        must stay a small set."""
-        if self.code and _CODE.fullmatch(self.code):
-            return f"{self.reason}:{self.code}"
-        return self.reason
-
-    def __str__(self) -> str:
-        return f"{self.label}: {self.message}"
-
-
-def reason_for_status(status: int) -> str:
-    if status in (401, 403):
-        return UNAUTHORIZED
-    if status == 429:
-        return RATE_LIMITED
-    if 400 <= status < 500:
-        return HTTP_4XX
-    return HTTP_5XX
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
-def classify_exception(exc: BaseException, what: str) -> SourceError:
-    """Map a transport exception to a SourceError. `what` names the call without secrets
-    (e.g. `GET /v1/vhosts`); aiohttp's own messages may carry full URLs, so they are not used."""
-    if isinstance(exc, SourceError):
-        return exc
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        return SourceError(TIMEOUT, f"{what}: timed out")
-    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ServerDisconnectedError):
-        return SourceError(CONNECT, f"{what}: cannot connect ({type(exc).__name__})")
-    if isinstance(exc, aiohttp.ClientPayloadError | json.JSONDecodeError | UnicodeDecodeError):
-        return SourceError(BAD_RESPONSE, f"{what}: unreadable body ({type(exc).__name__})")
-    if isinstance(exc, aiohttp.ClientError | OSError):
-        return SourceError(CONNECT, f"{what}: {type(exc).__name__}")
-    return SourceError(BAD_RESPONSE, f"{what}: {type(exc).__name__}")
-
-
-def decode_json(raw: bytes, what: str) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SourceError(BAD_RESPONSE, f"{what}: body is not JSON") from exc
 
 
 class SourceMetrics:
@@ -158,7 +109,7 @@ class SourceContext:
 
 
 class Source(abc.ABC):
-    """One configured upstream: its API client (polls and actions) behind one aiohttp session.
+    """One configured upstream: its API client (polls and actions) behind one HTTP session.
 
     The poller calls `open()` once, `poll()` every interval and `close()` on shutdown or reload.
     `poll()` returns the entities it saw or raises SourceError; it never returns a partial
@@ -195,3 +146,32 @@ class Source(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release what open() made."""
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One upstream, as the rest of the daemon sees it: its `kind` (the key under `sources:`
+    and the `kind` label), its config model, the entity kinds it emits, its metric families,
+    how to build a source from one config entry, and its verbs by entity kind.
+
+    Each vendor package exports one (`UPSTREAM`); `monitor.sources.registry` lists them.
+    """
+
+    kind: str
+    config_model: type[BaseModel]
+    entity_kinds: tuple[str, ...]
+    families: tuple[Family, ...]
+    factory: Callable[[Any, SourceContext], Source]
+    verbs: Mapping[str, Mapping[str, Verb]]
+
+    def __post_init__(self) -> None:
+        prefix = self.kind + "."
+        for entity_kind in self.entity_kinds:
+            if not entity_kind.startswith(prefix):
+                raise ValueError(f"{self.kind}: entity kind {entity_kind!r} lacks {prefix!r}")
+        for family in self.families:
+            if family.kind not in self.entity_kinds:
+                raise ValueError(f"{self.kind}: family {family.name} is over {family.kind!r}")
+        for entity_kind in self.verbs:
+            if entity_kind not in self.entity_kinds:
+                raise ValueError(f"{self.kind}: verbs for unknown entity kind {entity_kind!r}")

@@ -1,8 +1,5 @@
-"""NAVER Cloud Live Station: the client (polls and actions) and the mapping to entities.
-
-Everything Live-Station-specific lives here (see reference/naver-live-station.md): the API
-Gateway's signature v2, the region header, both error bodies (the gateway's and Live Station's),
-the paged channel list, the event list, the callback payload and the channel actions.
+"""A Live Station account as a source: channels and events as entities, the callbacks NAVER
+POSTs, and the channel actions. HTTP and signatures are `LiveStationClient`'s.
 
 Events are instantaneous: each one becomes a `naver.event` entity in exactly one snapshot and is
 counted once in its channel's `events` map, whether it arrived by poll, by callback or both. The
@@ -14,44 +11,26 @@ counts an event twice nor loses one that happened while it was down.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import hmac
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
 
-import aiohttp
-import yarl
-from pydantic import SecretStr
-
-from monitor.config import NaverSourceConfig
 from monitor.model import Entity
 from monitor.sources import values as parse
-from monitor.sources.base import (
-    BAD_RESPONSE,
-    RATE_LIMITED,
-    UNAUTHORIZED,
-    Clock,
-    Source,
-    SourceContext,
-    SourceError,
-    classify_exception,
-    decode_json,
-    parse_retry_after,
-    reason_for_status,
-)
+from monitor.sources.base import Source, SourceContext
+from monitor.sources.http import Redactor
+from monitor.sources.naver.client import LiveStationClient
+from monitor.sources.naver.config import NaverSourceConfig
 
 log = logging.getLogger(__name__)
 
 KIND_CHANNEL = "naver.channel"
 KIND_EVENT = "naver.event"
-
-API_PREFIX = "/api/v2"
+ENTITY_KINDS = (KIND_CHANNEL, KIND_EVENT)
 
 # The documented live-channel statuses (state-set members). Not a closed set: anything else the
 # API sends is exported as it is. RESERVED (VOD2LIVE only) and STOPPED (one doc table) are
@@ -86,29 +65,11 @@ EVENT_CODES: tuple[str, ...] = (
 # Older doc revisions (2024) spell the streaming status PUBLISH.
 STATUS_ALIASES = {"PUBLISH": "PUBLISHING"}
 
-# API Gateway codes (error.errorCode, a string) that mean the credentials were refused, and
-# those that mean a quota or throttle; Live Station errorNames that mean "not allowed".
-GATEWAY_AUTH_CODES = frozenset({"200", "210", "230"})
-GATEWAY_RATE_CODES = frozenset({"400", "410", "420"})
-AUTH_ERROR_NAMES = frozenset({"UNAUTHORIZED", "OPEN_API_UNAUTHORIZED", "POLICY_CHECK_FAILED"})
-
 # How far before the newest event already seen a polled event may still appear for the first
 # time (the list is not documented as ordered or complete at any instant). On the first start
 # (no cursor), events older than this before "now" are history: remembered, not reported.
 EVENT_LATE_WINDOW_S = 600.0
-MAX_PAGES = 1000
 CURSOR_NAME = "events"
-
-
-def sign_v2(
-    method: str, uri_with_query: str, timestamp_ms: str, access_key: str, secret_key: str
-) -> str:
-    """API Gateway signature v2: base64(HMAC-SHA256(secret, "METHOD URI\\nTIMESTAMP\\nACCESSKEY")).
-
-    `uri_with_query` is the path and query exactly as sent (no scheme, no host)."""
-    message = f"{method.upper()} {uri_with_query}\n{timestamp_ms}\n{access_key}"
-    digest = hmac.new(secret_key.encode(), message.encode(), hashlib.sha256).digest()
-    return base64.b64encode(digest).decode("ascii")
 
 
 # -- lenient field parsing ---------------------------------------------------------------------
@@ -223,7 +184,7 @@ class _EventLedger:
             self.cursor_ms = int(cursor) if cursor is not None else None
             self._recent = {str(k): int(v) for k, v in dict(data.get("recent") or {}).items()}
         except (ValueError, TypeError, AttributeError):
-            log.warning("event cursor unreadable, starting afresh source=%s", self._source)
+            log.warning("event cursor unreadable, starting afresh", extra={"source": self._source})
             self.cursor_ms, self._recent = None, {}
 
     def admit(self, events: Iterable[_Event], now: float, *, polled: bool) -> list[_Event]:
@@ -271,213 +232,6 @@ class _EventLedger:
         self._store.save_cursor(self._source, CURSOR_NAME, value)
 
 
-# -- HTTP client -------------------------------------------------------------------------------
-
-
-def _error_from_response(
-    status: int,
-    raw: bytes,
-    retry_after: str | None,
-    what: str,
-    redact: Sequence[str],
-    reason: str | None = None,
-) -> SourceError:
-    """Map an error answer to a SourceError, reading both documented bodies:
-    Live Station `{"error":{"errorCode":250004,"errorName":"NOT_FOUND","message":...}}` and the
-    gateway's `{"error":{"errorCode":"200","message":"Authentication Failed",...}}`."""
-    reason = reason or reason_for_status(status)
-    code: str | None = None
-    detail = ""
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        data = None
-    error = data.get("error") if isinstance(data, dict) else None
-    if isinstance(error, dict):
-        name = parse.text(error.get("errorName"))
-        number = parse.text(error.get("errorCode"))
-        detail = parse.text(error.get("message")) or ""
-        if name:
-            code = name.strip().upper()
-            if code in AUTH_ERROR_NAMES:
-                reason = UNAUTHORIZED
-        elif number:
-            code = number.strip()
-            if code in GATEWAY_AUTH_CODES:
-                reason = UNAUTHORIZED
-            elif code in GATEWAY_RATE_CODES:
-                reason = RATE_LIMITED
-    for secret in redact:
-        if secret:
-            detail = detail.replace(secret, "[redacted]")
-    message = f"{what}: HTTP {status}" + (f" {detail[:200]}" if detail else "")
-    return SourceError(
-        reason,
-        message,
-        status=status,
-        code=code,
-        retry_after=parse_retry_after(retry_after)
-        if status == 429 or reason == RATE_LIMITED
-        else None,
-    )
-
-
-class LiveStationClient:
-    """Signed requests to one Live Station account. Builds each URL once, signs exactly that
-    string and sends exactly that string (aiohttp is told it is already encoded)."""
-
-    def __init__(
-        self,
-        url: str,
-        access_key: SecretStr,
-        secret_key: SecretStr,
-        region: str,
-        timeout: float,
-        clock: Clock,
-    ):
-        parts = urlsplit(url)
-        self._origin = f"{parts.scheme}://{parts.netloc}"
-        self._base_path = parts.path.rstrip("/")  # normally empty
-        self._access_key = access_key
-        self._secret_key = secret_key
-        self._region = region
-        self._timeout = timeout
-        self._clock = clock
-        self._session: aiohttp.ClientSession | None = None
-
-    def __repr__(self) -> str:
-        return f"LiveStationClient({self._origin!r}, region={self._region!r})"
-
-    async def open(self) -> None:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-                raise_for_status=False,
-            )
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def uri(self, path: str, query: Sequence[tuple[str, str]] = ()) -> str:
-        """The path and query as they go on the wire and into the signature."""
-        uri = f"{self._base_path}{API_PREFIX}{path}"
-        if query:
-            uri += "?" + urlencode(list(query), quote_via=quote)
-        return uri
-
-    def headers(self, method: str, uri: str) -> dict[str, str]:
-        timestamp = str(int(self._clock() * 1000))
-        access_key = self._access_key.get_secret_value()
-        return {
-            "x-ncp-apigw-timestamp": timestamp,
-            "x-ncp-iam-access-key": access_key,
-            "x-ncp-apigw-signature-v2": sign_v2(
-                method, uri, timestamp, access_key, self._secret_key.get_secret_value()
-            ),
-            "x-ncp-region_code": self._region,
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-        }
-
-    async def request(
-        self, method: str, path: str, query: Sequence[tuple[str, str]] = ()
-    ) -> dict[str, Any]:
-        """One signed call; returns the decoded JSON object or raises SourceError."""
-        await self.open()
-        assert self._session is not None
-        method = method.upper()
-        uri = self.uri(path, query)
-        what = f"{method} {API_PREFIX}{path}"
-        try:
-            async with self._session.request(
-                method,
-                yarl.URL(self._origin + uri, encoded=True),
-                headers=self.headers(method, uri),
-                allow_redirects=False,
-            ) as response:
-                raw = await response.read()
-                status = response.status
-                retry_after = response.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError, OSError, UnicodeDecodeError) as exc:
-            raise classify_exception(exc, what) from None
-        secrets = (self._access_key.get_secret_value(), self._secret_key.get_secret_value())
-        if status >= 400:
-            raise _error_from_response(status, raw, retry_after, what, secrets)
-        if status >= 300 or status == 204:
-            raise SourceError(BAD_RESPONSE, f"{what}: unexpected HTTP {status}", status=status)
-        body = decode_json(raw, what)
-        if not isinstance(body, dict):
-            raise SourceError(BAD_RESPONSE, f"{what}: expected a JSON object", status=status)
-        if "error" in body and "content" not in body:
-            # An error body with a 2xx status: not what a success looks like.
-            raise _error_from_response(status, raw, None, what, secrets, reason=BAD_RESPONSE)
-        return body
-
-    # -- endpoints ---------------------------------------------------------------------------
-
-    async def list_channels(self, page_size: int) -> list[dict[str, Any]]:
-        """Every live channel, all pages (`pageNo` 1-based, `pageSizeNo`, `total`)."""
-        channels: dict[str, dict[str, Any]] = {}
-        page = 1
-        while True:
-            body = await self.request(
-                "GET", "/channels", [("pageNo", str(page)), ("pageSizeNo", str(page_size))]
-            )
-            items = _content_list(body, "GET /api/v2/channels")
-            for item in items:
-                channel_id = parse.text(item.get("channelId")) if isinstance(item, dict) else None
-                if channel_id is None:
-                    log.debug("channel without channelId skipped")
-                    continue
-                # A channel may move to the next page while we read: keep the first sighting.
-                channels.setdefault(channel_id, item)
-            total = parse.integer(body.get("total"))
-            if not items or len(items) < page_size:
-                break
-            if total is not None and page * page_size >= total:
-                break
-            if page >= MAX_PAGES:
-                raise SourceError(
-                    BAD_RESPONSE, f"GET /api/v2/channels: more than {MAX_PAGES} pages"
-                )
-            page += 1
-        return list(channels.values())
-
-    async def list_events(self) -> list[Any]:
-        """The event list of all channels (no paging, no time range documented)."""
-        body = await self.request("GET", "/events")
-        return _content_list(body, "GET /api/v2/events")
-
-    async def channel(self, channel_id: str) -> dict[str, Any] | None:
-        return _content_object(await self.request("GET", _channel_path(channel_id)))
-
-    async def channel_action(self, channel_id: str, action: str) -> dict[str, Any] | None:
-        """PUT /channels/{id}/{off|on|startRecord|stopRecord}; the channel when it came back."""
-        return _content_object(await self.request("PUT", f"{_channel_path(channel_id)}/{action}"))
-
-
-def _channel_path(channel_id: str) -> str:
-    if not isinstance(channel_id, str) or not channel_id:
-        raise ValueError("channel_id must be a non-empty string")
-    return f"/channels/{quote(channel_id, safe='')}"
-
-
-def _content_list(body: dict[str, Any], what: str) -> list[Any]:
-    content = body.get("content")
-    if content is None:
-        return []
-    if not isinstance(content, list):
-        raise SourceError(BAD_RESPONSE, f"{what}: content is not a list")
-    return content
-
-
-def _content_object(body: dict[str, Any]) -> dict[str, Any] | None:
-    content = body.get("content")
-    return content if isinstance(content, dict) and content.get("channelId") else None
-
-
 # -- the source --------------------------------------------------------------------------------
 
 
@@ -492,6 +246,9 @@ class NaverSource(Source):
         self._page_size = config.page_size
         self._events_enabled = config.events
         self._callback_token = config.callback_token
+        secrets = Redactor(
+            config.callback_token.get_secret_value() if config.callback_token else None
+        )
         self.client = LiveStationClient(
             config.url,
             config.access_key,
@@ -499,6 +256,8 @@ class NaverSource(Source):
             config.region,
             config.timeout,
             context.clock,
+            max_body=config.max_body,
+            redact=secrets,
         )
         self._ledger = _EventLedger(context.store, str(self.ref), int(EVENT_LATE_WINDOW_S * 1000))
         self._counts: dict[str, Counter[str]] = {}
@@ -621,10 +380,8 @@ class NaverSource(Source):
             push(self.ref, [self._event_entity(e, "callback") for e in fresh])
         if count:
             log.info(
-                "callback event accepted source=%s channel=%s event=%s",
-                self.ref,
-                event.channel,
-                event.code,
+                "callback event accepted",
+                extra={"source": str(self.ref), "channel": event.channel, "event": event.code},
             )
             refresh = getattr(self.context, "request_refresh", None)
             if callable(refresh):
@@ -660,5 +417,8 @@ class NaverSource(Source):
 
     async def _action(self, channel_id: str, action: str) -> Entity | None:
         item = await self.client.channel_action(channel_id, action)
-        log.info("channel action done source=%s channel=%s action=%s", self.ref, channel_id, action)
+        log.info(
+            "channel action done",
+            extra={"source": str(self.ref), "channel": channel_id, "action": action},
+        )
         return self._channel_entity(item) if item else None

@@ -1,58 +1,33 @@
-"""OvenMediaEngine REST API v1: the client (polls and actions) and the mapping to entities.
-
-Everything OME-specific lives here: URLs, Basic auth built from the AccessToken, the response
-envelope, error bodies, field names and their version quirks (see reference/ovenmediaengine.md).
-"""
+"""An OME server as a source: one poll walks vhosts → apps → streams (and push and record
+tasks) through `OmeClient` and maps the answers to entities, version quirks included."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import fnmatch
-import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
-from urllib.parse import quote
 
-import aiohttp
-
-from monitor.config import OmeSourceConfig
 from monitor.model import Entity
 from monitor.sources import values as parse
-from monitor.sources.base import (
-    BAD_RESPONSE,
-    HTTP_4XX,
-    Source,
-    SourceContext,
-    SourceError,
-    classify_exception,
-    decode_json,
-    parse_retry_after,
-    reason_for_status,
-)
-
-log = logging.getLogger(__name__)
+from monitor.sources.base import Source, SourceContext
+from monitor.sources.ome.client import NotFound, OmeClient
+from monitor.sources.ome.config import OmeSourceConfig
 
 KIND_VHOST = "ome.vhost"
 KIND_APP = "ome.app"
 KIND_STREAM = "ome.stream"
 KIND_PUSH = "ome.push"
 KIND_RECORD = "ome.record"
+ENTITY_KINDS = (KIND_VHOST, KIND_APP, KIND_STREAM, KIND_PUSH, KIND_RECORD)
 
 # Push and record task states: the documented ones plus those a real OME 0.20 reports.
 TASK_STATES = ("ready", "started", "pushing", "recording", "stopping", "stopped", "error")
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-class NotFound(SourceError):
-    """OME answered 404: the vhost, app or stream is gone (normal between list and stats)."""
-
-    def __init__(self, message: str):
-        super().__init__(HTTP_4XX, message, status=404)
 
 
 def _first_number(obj: Mapping[str, Any], *keys: str) -> float | None:
@@ -170,85 +145,25 @@ async def map_bounded(
     return results
 
 
-def _quote(segment: str) -> str:
-    return quote(segment, safe="")
-
-
 class OmeSource(Source):
+    """Polls one OME server. Its actions are the client's (`source.client`), reached through
+    the verbs in `actions.py`."""
+
     kind = "ome"
 
     def __init__(self, config: OmeSourceConfig, context: SourceContext):
         super().__init__(config.name, config.interval, config.timeout, context)
         self.config = config
-        token = config.access_token.get_secret_value()
-        self._auth = "Basic " + base64.b64encode(token.encode()).decode()
-        self._session: aiohttp.ClientSession | None = None
+        self.client = OmeClient(config, timeout=self.timeout)
 
     async def open(self) -> None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.config.concurrency, ttl_dns_cache=300),
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                headers={"Authorization": self._auth, "Accept": "application/json"},
-                raise_for_status=False,
-            )
+        await self.client.open()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.client.close()
 
     def __repr__(self) -> str:
         return f"OmeSource(name={self.name!r}, url={self.config.url!r})"
-
-    # -- HTTP ---------------------------------------------------------------------------------
-
-    async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        """One request; returns the envelope's `response` (None for action calls)."""
-        if self._session is None:
-            await self.open()
-        assert self._session is not None
-        what = f"{method} {path}"
-        try:
-            # No redirects: the Authorization header must not follow a 3xx to another origin.
-            async with self._session.request(
-                method, self.config.url + path, json=body, allow_redirects=False
-            ) as resp:
-                raw = await resp.read()
-                status = resp.status
-                retry_after = resp.headers.get("Retry-After")
-        except Exception as exc:
-            raise classify_exception(exc, what) from None
-        if status in (200, 207):
-            envelope = decode_json(raw, what)
-            if not isinstance(envelope, Mapping):
-                raise SourceError(BAD_RESPONSE, f"{what}: response is not a JSON object")
-            return envelope.get("response")
-        if 300 <= status < 400:
-            raise SourceError(BAD_RESPONSE, f"{what}: unexpected redirect (HTTP {status})")
-        message = _error_message(raw) or f"HTTP {status}"
-        if status == 404:
-            raise NotFound(f"{what}: {message}")
-        raise SourceError(
-            reason_for_status(status),
-            f"{what}: {message}",
-            status=status,
-            retry_after=parse_retry_after(retry_after),
-        )
-
-    async def _get_list(self, path: str) -> list[Any]:
-        response = await self._call("GET", path)
-        if not isinstance(response, list):
-            raise SourceError(BAD_RESPONSE, f"GET {path}: expected a list")
-        return response
-
-    async def _get_object(self, path: str) -> Mapping[str, Any]:
-        response = await self._call("GET", path)
-        if not isinstance(response, Mapping):
-            raise SourceError(BAD_RESPONSE, f"GET {path}: expected an object")
-        return response
-
-    # -- poll ---------------------------------------------------------------------------------
 
     def _app_wanted(self, vhost: str, app: str) -> bool:
         path = f"{vhost}/{app}"
@@ -261,14 +176,13 @@ class OmeSource(Source):
 
     async def poll(self) -> list[Entity]:
         server = self.name
-        vhosts = [str(v) for v in await self._get_list("/v1/vhosts") if self._vhost_wanted(str(v))]
+        vhosts = [str(v) for v in await self.client.vhosts() if self._vhost_wanted(str(v))]
         concurrency = self.config.concurrency
 
         async def vhost_part(vhost: str) -> tuple[list[Entity], list[tuple[str, str]]]:
-            base = f"/v1/vhosts/{_quote(vhost)}"
             try:
-                stats = await self._get_object(f"/v1/stats/current/vhosts/{_quote(vhost)}")
-                apps = await self._get_list(f"{base}/apps")
+                stats = await self.client.vhost_stats(vhost)
+                apps = await self.client.apps(vhost)
             except NotFound:
                 return [], []  # removed since the vhost list: not an error
             labels = {"server": server, "vhost": vhost}
@@ -302,12 +216,10 @@ class OmeSource(Source):
         self, key: tuple[str, str]
     ) -> tuple[list[Entity], list[tuple[str, str, str]]]:
         vhost, app = key
-        app_path = f"/v1/vhosts/{_quote(vhost)}/apps/{_quote(app)}"
-        stats_path = f"/v1/stats/current/vhosts/{_quote(vhost)}/apps/{_quote(app)}"
         labels = {"server": self.name, "vhost": vhost, "app": app}
         try:
-            stats = await self._get_object(stats_path)
-            names = await self._get_list(f"{app_path}/streams")
+            stats = await self.client.app_stats(vhost, app)
+            names = await self.client.streams(vhost, app)
         except NotFound:
             return [], []
         entities = [Entity(KIND_APP, labels, stats_fields(stats))]
@@ -318,10 +230,10 @@ class OmeSource(Source):
             if not wanted:
                 continue
             try:
-                tasks = await self._call("POST", f"{app_path}:{action}", {})
+                tasks = await self.client.tasks(vhost, app, action)
             except NotFound:
                 continue  # the Push / File publisher is not enabled on this app
-            for task in tasks if isinstance(tasks, list) else []:
+            for task in tasks:
                 if isinstance(task, Mapping) and "id" in task:
                     task_labels = {**labels, "id": str(task["id"])}
                     entities.append(Entity(kind, task_labels, _task_fields(task)))
@@ -330,12 +242,13 @@ class OmeSource(Source):
     async def _poll_stream(self, key: tuple[str, str, str]) -> list[Entity]:
         vhost, app, stream = key
         labels = {"server": self.name, "vhost": vhost, "app": app, "stream": stream}
-        tail = f"vhosts/{_quote(vhost)}/apps/{_quote(app)}/streams/{_quote(stream)}"
         try:
             # Sequential on purpose: the workers of map_bounded already give the concurrency,
             # and a failed pair then leaves no orphan request behind.
-            stats = await self._get_object(f"/v1/stats/current/{tail}")
-            info = await self._get_object(f"/v1/{tail}") if self.config.stream_info else {}
+            stats = await self.client.stream_stats(vhost, app, stream)
+            info = (
+                await self.client.stream_info(vhost, app, stream) if self.config.stream_info else {}
+            )
         except NotFound:
             return []  # ended between the list and now: normal, not an error
         fields = stats_fields(stats)
@@ -369,108 +282,3 @@ class OmeSource(Source):
         fields["track_count"] = len(raw_tracks)
         fields["tracks"] = tuple(tracks)
         return [Entity(KIND_STREAM, labels, fields)]
-
-    # -- actions ------------------------------------------------------------------------------
-
-    def _stream_path(self, vhost: str, app: str, stream: str) -> str:
-        return f"/v1/vhosts/{_quote(vhost)}/apps/{_quote(app)}/streams/{_quote(stream)}"
-
-    async def stream_exists(self, vhost: str, app: str, stream: str) -> bool:
-        try:
-            await self._get_object(self._stream_path(vhost, app, stream))
-        except NotFound:
-            return False
-        return True
-
-    async def delete_stream(self, vhost: str, app: str, stream: str) -> None:
-        """Terminates the ingest connection; the encoder is expected to reconnect."""
-        await self._call("DELETE", self._stream_path(vhost, app, stream))
-
-    async def send_event(
-        self,
-        vhost: str,
-        app: str,
-        stream: str,
-        events: list[Mapping[str, Any]],
-        *,
-        event_format: str = "id3v2",
-        event_type: str = "event",
-        urgent: bool = False,
-    ) -> None:
-        """Injects ID3v2 frames; a 200 only says the input stream took them (an LL-HLS output
-        is what delivers them to players)."""
-        body = {
-            "eventFormat": event_format,
-            "eventType": event_type,
-            "urgent": urgent,
-            "events": list(events),
-        }
-        await self._call("POST", self._stream_path(vhost, app, stream) + ":sendEvent", body)
-
-    async def start_hls_dump(
-        self,
-        vhost: str,
-        app: str,
-        stream: str,
-        *,
-        dump_id: str,
-        output_stream_name: str,
-        output_path: str,
-        info_file: str | None = None,
-        playlist: list[str] | None = None,
-        user_data: str | None = None,
-    ) -> None:
-        body: dict[str, Any] = {
-            "id": dump_id,
-            "outputStreamName": output_stream_name,
-            "outputPath": output_path,
-        }
-        if info_file:
-            body["infoFile"] = info_file
-        if playlist:
-            body["playlist"] = playlist
-        if user_data is not None:
-            body["userData"] = user_data
-        await self._call("POST", self._stream_path(vhost, app, stream) + ":startHlsDump", body)
-
-    async def stop_hls_dump(
-        self, vhost: str, app: str, stream: str, *, output_stream_name: str, dump_id: str | None
-    ) -> None:
-        body: dict[str, Any] = {"outputStreamName": output_stream_name}
-        if dump_id:
-            body["id"] = dump_id
-        await self._call("POST", self._stream_path(vhost, app, stream) + ":stopHlsDump", body)
-
-    async def hls_dumps(
-        self, vhost: str, app: str, stream: str, *, output_stream_name: str
-    ) -> list[Mapping[str, Any]]:
-        body = {"outputStreamName": output_stream_name}
-        response = await self._call(
-            "POST", self._stream_path(vhost, app, stream) + ":hlsDumps", body
-        )
-        return [d for d in response or [] if isinstance(d, Mapping)]
-
-    def _app_path(self, vhost: str, app: str) -> str:
-        return f"/v1/vhosts/{_quote(vhost)}/apps/{_quote(app)}"
-
-    async def start_push(self, vhost: str, app: str, push: Mapping[str, Any]) -> Mapping[str, Any]:
-        response = await self._call("POST", self._app_path(vhost, app) + ":startPush", dict(push))
-        return response if isinstance(response, Mapping) else {}
-
-    async def stop_push(self, vhost: str, app: str, push_id: str) -> None:
-        await self._call("POST", self._app_path(vhost, app) + ":stopPush", {"id": push_id})
-
-    async def pushes(self, vhost: str, app: str) -> list[Mapping[str, Any]]:
-        response = await self._call("POST", self._app_path(vhost, app) + ":pushes", {})
-        return [p for p in response or [] if isinstance(p, Mapping)]
-
-
-def _error_message(raw: bytes) -> str | None:
-    """OME's error body is `{"statusCode": N, "message": "[HTTP] ... (N)"}`."""
-    try:
-        body = decode_json(raw, "")
-    except SourceError:
-        return None
-    if isinstance(body, Mapping) and isinstance(body.get("message"), str):
-        return body["message"][:300]
-    return None

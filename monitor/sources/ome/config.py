@@ -1,0 +1,39 @@
+"""The config of one OME server (`sources.ome[]`)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+
+from monitor.schema import PositiveDuration, Url
+from monitor.sources.settings import SourceConfig
+
+
+class OmeSourceConfig(SourceConfig):
+    url: Url
+    access_token: SecretStr
+    interval: PositiveDuration = 5.0
+    timeout: PositiveDuration = 3.0
+    include: list[str] = Field(default_factory=lambda: ["*/*"])
+    exclude: list[str] = Field(default_factory=list)
+    expected_streams: list[str] = Field(default_factory=list)
+    concurrency: int = Field(16, ge=1, le=256)
+    stream_info: bool = True
+    pushes: bool = True
+    records: bool = True
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _vhost_app_globs(cls, globs: list[str]) -> list[str]:
+        for glob in globs:
+            if glob.count("/") != 1:
+                raise ValueError(f"{glob!r}: expected a VHOST/APP glob such as '*/*'")
+        return globs
+
+    @field_validator("expected_streams")
+    @classmethod
+    def _stream_paths(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            parts = path.split("/")
+            if len(parts) != 3 or not all(parts):
+                raise ValueError(f"{path!r}: expected VHOST/APP/STREAM")
+        return paths
