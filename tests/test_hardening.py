@@ -13,6 +13,8 @@ from monitor.labels import Matcher
 from monitor.sim.serve import serve
 from monitor.sources import ENTITY_KINDS
 from monitor.sources.base import HTTP_4XX, SourceContext, SourceError, SourceMetrics
+from monitor.sources.naver.config import NaverSourceConfig
+from monitor.sources.naver.source import NaverSource
 from monitor.sources.ome.config import OmeSourceConfig
 from monitor.sources.ome.source import OmeSource
 from monitor.sources.smartstream.config import SmartstreamSourceConfig
@@ -80,6 +82,20 @@ async def test_smartstream_api_key_and_password_do_not_follow_a_redirect(elsewhe
         await source.close()
     assert caught.value.reason == "bad_response"
     assert seen == [], "the other origin saw the API key or the password"
+
+
+async def test_naver_signed_headers_do_not_follow_a_redirect(elsewhere, clock):
+    url, seen = elsewhere
+    config = NaverSourceConfig(name="n", url=url, access_key="nv-access", secret_key="nv-secret")
+    source = NaverSource(config, context(clock))
+    await source.open()
+    try:
+        with pytest.raises(SourceError) as caught:
+            await source.poll()
+    finally:
+        await source.close()
+    assert caught.value.reason == "bad_response" and "redirect" in caught.value.message
+    assert seen == [], "the other origin saw the access key and a signature"
 
 
 @pytest.mark.parametrize(
