@@ -46,11 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
     alerts.add_argument("-c", "--config", required=True, type=Path)
     alerts.add_argument("--url", help="daemon base URL (default: from the config's listen)")
 
-    simulate = commands.add_parser("simulate", help="run only the simulators and print their URLs")
-    simulate.add_argument("--host", default="127.0.0.1")
-    simulate.add_argument("--ome-port", type=int, default=0)
+    simulate = commands.add_parser(
+        "simulate", help="run only the simulators; print their URLs and a sources: block"
+    )
+    simulate.add_argument("--host", default="127.0.0.1", help="a loopback address")
+    simulate.add_argument("--ome-port", type=int, default=0, help="default: any free port")
     simulate.add_argument("--smartstream-port", type=int, default=0)
     simulate.add_argument("--naver-port", type=int, default=0)
+    simulate.add_argument("--ome-token", help="OME access token (default: random)")
+    simulate.add_argument("--smartstream-merchant", help="merchant id (default: demo)")
+    simulate.add_argument("--smartstream-api-key", help="default: demo-api-key")
+    simulate.add_argument("--smartstream-token", help="a fixed bearer token (default: demo-token)")
+    simulate.add_argument("--smartstream-mail", help="auth-token mail (default: ops@example.com)")
+    simulate.add_argument("--smartstream-password", help="default: demo-password")
+    simulate.add_argument("--naver-access-key", help="default: DEMOACCESSKEY")
+    simulate.add_argument("--naver-secret-key", help="default: random")
+    simulate.add_argument(
+        "--no-faults", action="store_true", help="run without the demo's fault script"
+    )
 
     demo = commands.add_parser("demo", help="run the daemon against the built-in simulators")
     demo.add_argument("--listen", default="127.0.0.1:9108")
@@ -75,10 +88,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_alerts(load_config(args.config), args.url)
         if args.command == "simulate":
             setup_logging("logfmt", "info")
-            from monitor.demo import run_simulators
+            from monitor.demo import Credentials, run_simulators
 
+            credentials = Credentials.generate(
+                ome_token=args.ome_token,
+                smartstream_merchant=args.smartstream_merchant,
+                smartstream_api_key=args.smartstream_api_key,
+                smartstream_token=args.smartstream_token,
+                smartstream_mail=args.smartstream_mail,
+                smartstream_password=args.smartstream_password,
+                naver_access_key=args.naver_access_key,
+                naver_secret_key=args.naver_secret_key,
+            )
+            ports = (args.ome_port, args.smartstream_port, args.naver_port)
             return asyncio.run(
-                run_simulators(args.host, args.ome_port, args.smartstream_port, args.naver_port)
+                run_simulators(args.host, *ports, credentials, faults=not args.no_faults)
             )
         if args.command == "demo":
             setup_logging("logfmt", "info")

@@ -80,7 +80,7 @@ def sim(clock: FakeClock) -> NaverSim:
 
 @pytest.fixture
 async def api(sim: NaverSim, clock: FakeClock) -> AsyncIterator[Api]:
-    async with serve(sim.make_app()) as base, aiohttp.ClientSession() as session:
+    async with serve(sim.app()) as base, aiohttp.ClientSession() as session:
         yield Api(base, session, clock)
 
 
@@ -223,7 +223,7 @@ async def test_actions_follow_the_documented_state_rules(sim: NaverSim, api: Api
     assert status == 200 and body["content"]["channelStatus"] == "READY"
     status, body, _ = await api.call("PUT", "/api/v2/channels/ls-nope/on")
     assert status == 404 and body["error"]["errorName"] == "NOT_FOUND"
-    assert [(c["action"], c["status"]) for c in sim.calls] == [
+    assert [(c.path.rsplit("/", 1)[-1], c.status) for c in sim.calls.mutating()] == [
         ("startRecord", 200),
         ("stopRecord", 200),
         ("off", 200),
@@ -239,32 +239,32 @@ async def test_actions_follow_the_documented_state_rules(sim: NaverSim, api: Api
 
 
 async def test_fault_methods_with_counts_and_paths(sim: NaverSim, api: Api) -> None:
-    sim.server_error(count=1)
+    sim.fail(500)
     status, body, _ = await api.call("GET", "/api/v2/channels")
     assert status == 500 and body["error"]["errorName"] == "EXCEPTION"
     assert body["error"]["errorCode"] == 250000
     status, _, _ = await api.call("GET", "/api/v2/channels")
     assert status == 200
-    sim.rate_limit(retry_after=7, path="/api/v2/events")
+    sim.fail(429, retry_after=7, path="/api/v2/events", count=None)
     status, _, _ = await api.call("GET", "/api/v2/channels")
     assert status == 200
     status, body, headers = await api.call("GET", "/api/v2/events")
     assert status == 429 and body["error"]["errorCode"] == "420"
     assert headers["Retry-After"] == "7"
     sim.clear_faults()
-    sim.bad_json(count=1)
+    sim.bad_json()
     status, body, _ = await api.call("GET", "/api/v2/events")
     assert status == 200 and isinstance(body, str)
-    sim.unauthorized(count=1)
+    sim.unauthorized()
     status, body, _ = await api.call("GET", "/api/v2/events")
     assert status == 401 and body["error"]["errorCode"] == "200"
-    sim.gateway_error("230", count=1)
+    sim.fail(code="230")
     status, body, _ = await api.call("GET", "/api/v2/events")
     assert status == 403 and body["error"]["errorCode"] == "230"
-    sim.http_error(404, "NOT_FOUND", count=1)
+    sim.fail(404, "NOT_FOUND")
     status, body, _ = await api.call("GET", "/api/v2/events")
     assert status == 404 and body["error"]["errorCode"] == 250004
-    sim.delay(0.001, count=1)
+    sim.delay(0.001)
     status, _, _ = await api.call("GET", "/api/v2/events")
     assert status == 200
     assert sim.faults == []
@@ -281,15 +281,15 @@ async def test_sim_routes_drive_everything_without_auth(
     assert status == 200 and body["event"]["eventCode"] == "PUBLISH_END"
     status, _ = await api.sim("POST", "/_sim/events", {"channelId": "ls-r", "eventCode": "X_Y"})
     assert status == 201
-    status, body = await api.sim("POST", "/_sim/faults", {"kind": "server_error", "count": 1})
+    status, body = await api.sim("POST", "/_sim/faults", {"kind": "status", "status": 500})
     assert status == 201 and body["fault"]["count"] == 1
     status, body = await api.sim("POST", "/_sim/faults", {"kind": "explode"})
     assert status == 400
     status, _, _ = await api.call("GET", "/api/v2/channels")
     assert status == 500
-    await api.sim("POST", "/_sim/faults", {"kind": "rate_limit", "retry_after": 3})
+    await api.sim("POST", "/_sim/faults", {"kind": "status", "status": 429, "retry_after": 3})
     status, body = await api.sim("GET", "/_sim/state")
-    assert [f["kind"] for f in body["faults"]] == ["gateway_error"]
+    assert [(f["kind"], f["status"]) for f in body["faults"]] == [("status", 429)]
     assert [e["eventCode"] for e in body["events"]] == ["PUBLISH_END", "X_Y"]
     status, _ = await api.sim("DELETE", "/_sim/faults")
     assert status == 200 and sim.faults == []
@@ -306,17 +306,16 @@ async def test_sim_routes_drive_everything_without_auth(
     assert body["channels"][0]["channelStatus"] == "BLOCK"
     await api.call("PUT", "/api/v2/channels/ls-r/on")
     status, body = await api.sim("GET", "/_sim/calls")
-    assert [(c["channelId"], c["action"], c["status"]) for c in body["calls"]] == [
-        ("ls-r", "on", 200)
+    assert [(c["method"], c["path"], c["status"]) for c in body["calls"]] == [
+        ("GET", "/api/v2/channels", 500),
+        ("PUT", "/api/v2/channels/ls-r/on", 200),
     ]
-    status, body = await api.sim("GET", "/_sim/requests")
-    assert len(body["requests"]) == 2
 
 
 async def test_schedule_applies_lazily_on_the_next_request(
     sim: NaverSim, api: Api, clock: FakeClock
 ) -> None:
-    sim.schedule(T0 + 30, "server_error")
+    sim.schedule(30, "fail")
     status, _, _ = await api.call("GET", "/api/v2/channels")
     assert status == 200
     clock.now = T0 + 30
@@ -324,35 +323,7 @@ async def test_schedule_applies_lazily_on_the_next_request(
     status, _, _ = await api.call("GET", "/api/v2/channels")
     assert status == 500
     with pytest.raises(ValueError):
-        sim.schedule(T0, "no_such_action")
-
-
-async def test_demo_script(clock: FakeClock) -> None:
-    sim = NaverSim.demo(AK, SK, clock)
-    async with serve(sim.make_app()) as base, aiohttp.ClientSession() as session:
-        api = Api(base, session, clock)
-        clock.now = T0 + 19.9
-        _, body, _ = await api.call("GET", "/api/v2/channels")
-        statuses = {c["channelName"]: c["channelStatus"] for c in body["content"]}
-        assert statuses == {
-            "news": "PUBLISHING",
-            "sports": "PUBLISHING",
-            "archive": "READY",
-            "legacy": "PUBLISH",
-        }
-        clock.now = T0 + 20
-        _, body, _ = await api.call("GET", "/api/v2/channels")
-        assert {c["channelName"]: c["channelStatus"] for c in body["content"]}["news"] == "READY"
-        _, events, _ = await api.call("GET", "/api/v2/events")
-        newest = events["content"][0]
-        assert newest["eventCode"] == "PUBLISH_END"
-        assert newest["timestamp"] == int((T0 + 20) * 1000)
-        clock.now = T0 + 35
-        _, body, _ = await api.call("GET", "/api/v2/channels")
-        by_name = {c["channelName"]: c for c in body["content"]}
-        assert by_name["sports"]["channelStatus"] == "FORCE_BLOCK"
-        _, events2, _ = await api.call("GET", "/api/v2/events")
-        assert events2["total"] == events["total"]  # FORCE_BLOCK comes without an event
+        sim.schedule(0, "no_such_action")
 
 
 async def test_callbacks_posted_when_delivered(sim: NaverSim, clock: FakeClock) -> None:
@@ -396,4 +367,5 @@ async def test_callback_endpoint_api_sets_the_url(sim: NaverSim, api: Api) -> No
     assert status == 200 and sim.callback_url == "http://x.test/cb"
     status, body, _ = await api.call("GET", "/api/v2/events/callbackEndpoint")
     assert body == {"content": {"callbackUrl": "http://x.test/cb"}}
-    assert sim.calls[-1]["action"] == "callbackEndpoint"
+    assert (sim.calls[-1].method, sim.calls[-1].path) == ("GET", "/api/v2/events/callbackEndpoint")
+    assert sim.calls.mutating()[-1].body == {"callbackUrl": "http://x.test/cb"}

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from conftest import FakeClock
 
-from monitor.sim.ome import OmeSim, build_ome_app
+from monitor.sim.ome import OmeSim
 from monitor.sim.serve import serve
 
 TOKEN = "ome-access-token"
@@ -99,7 +99,7 @@ def sim(clock: FakeClock) -> OmeSim:
 
 @pytest.fixture
 async def client(sim: OmeSim) -> AsyncIterator[Client]:
-    async with serve(build_ome_app(sim)) as base_url, aiohttp.ClientSession(base_url) as session:
+    async with serve(sim.app()) as base_url, aiohttp.ClientSession(base_url) as session:
         yield Client(session)
 
 
@@ -224,7 +224,7 @@ async def test_stream_info_of_an_rtmp_input_on_0_20(client: Client, clock: FakeC
 async def test_bitrates_are_strings_before_0_19(clock: FakeClock) -> None:
     sim = OmeSim(TOKEN, clock=clock, version="0.18.2")
     sim.add_stream("default/app/stream", bitrate=2_500_000)
-    async with serve(build_ome_app(sim)) as base_url, aiohttp.ClientSession(base_url) as session:
+    async with serve(sim.app()) as base_url, aiohttp.ClientSession(base_url) as session:
         client = Client(session)
         video = (await client.ok("GET", STREAM))["input"]["tracks"][0]["video"]
         assert video["bitrate"] == "2500000" and video["bitrateConf"] == "2500000"
@@ -245,7 +245,7 @@ async def test_connection_keys_follow_the_version_zeros_included(
 ) -> None:
     sim = OmeSim(TOKEN, clock=clock, version=version)
     sim.add_stream("default/app/stream", connections={"llhls": 3})
-    async with serve(build_ome_app(sim)) as base_url, aiohttp.ClientSession(base_url) as session:
+    async with serve(sim.app()) as base_url, aiohttp.ClientSession(base_url) as session:
         client = Client(session)
         for path in ("/v1/stats/current", "/v1/stats/current/vhosts/default", STREAM_STATS):
             stats = await client.ok("GET", path)
@@ -263,7 +263,7 @@ def test_connection_keys_of_another_version_are_refused(clock: FakeClock) -> Non
 async def test_old_versions_lack_late_fields_and_endpoints(clock: FakeClock) -> None:
     sim = OmeSim(TOKEN, clock=clock, version="0.12.0")
     sim.add_stream("default/app/stream")
-    async with serve(build_ome_app(sim)) as base_url, aiohttp.ClientSession(base_url) as session:
+    async with serve(sim.app()) as base_url, aiohttp.ClientSession(base_url) as session:
         client = Client(session)
         missing = await client.get("/v1/stats/current")
         assert missing.body == error(404, "Controller not found")
@@ -369,7 +369,7 @@ async def test_vanished_stream_is_listed_but_has_no_info_or_stats(
 async def test_delete_then_the_encoder_reconnects(clock: FakeClock) -> None:
     sim = OmeSim(TOKEN, clock=clock)
     sim.add_stream("default/app/stream", reconnect_after=5, connections={"webrtc": 1})
-    async with serve(build_ome_app(sim)) as base_url, aiohttp.ClientSession(base_url) as session:
+    async with serve(sim.app()) as base_url, aiohttp.ClientSession(base_url) as session:
         client = Client(session)
         clock.advance(10)
         assert (await client.call("DELETE", STREAM)).status == 200
@@ -382,7 +382,9 @@ async def test_delete_then_the_encoder_reconnects(clock: FakeClock) -> None:
         assert ts(stats["createdTime"]) == pytest.approx(T0 + 15, abs=0.001)
         assert stats["totalBytesIn"] == 2_500_000 // 8 * 3
         assert stats["connections"]["webrtc"] == 1
-        assert [(c.method, c.path, c.status) for c in sim.calls] == [("DELETE", STREAM, 200)]
+        assert [(c.method, c.path, c.status) for c in sim.calls.mutating()] == [
+            ("DELETE", STREAM, 200)
+        ]
 
 
 async def test_fail_burst_limited_by_count_and_path(client: Client, sim: OmeSim) -> None:
@@ -396,19 +398,19 @@ async def test_fail_burst_limited_by_count_and_path(client: Client, sim: OmeSim)
 
 
 async def test_fail_until_cleared(client: Client, sim: OmeSim) -> None:
-    sim.fail()
+    sim.fail(count=None)
     for _ in range(3):
         assert (await client.get("/v1/vhosts")).status == 500
     sim.clear_faults()
     assert (await client.get("/v1/vhosts")).status == 200
 
 
-async def test_forced_401_and_malformed_body(client: Client, sim: OmeSim) -> None:
-    sim.unauthorized(count=1)
+async def test_forced_401_and_bad_json(client: Client, sim: OmeSim) -> None:
+    sim.unauthorized()
     reply = await client.get("/v1/vhosts")
     assert reply.status == 401 and reply.body == error(401, "Invalid credential")
     assert reply.headers["WWW-Authenticate"] == 'Basic realm="OvenMediaEngine"'
-    sim.malformed(count=1, path="/v1/vhosts")
+    sim.bad_json(path="/v1/vhosts")
     reply = await client.get("/v1/vhosts")
     assert reply.status == 200 and reply.body is None
     with pytest.raises(json.JSONDecodeError):
@@ -417,7 +419,7 @@ async def test_forced_401_and_malformed_body(client: Client, sim: OmeSim) -> Non
 
 
 async def test_delay_holds_the_answer(client: Client, sim: OmeSim) -> None:
-    sim.delay(0.5, count=1)
+    sim.delay(0.5)
     with pytest.raises(asyncio.TimeoutError):
         async with client.session.get(
             "/v1/vhosts", headers=AUTH, timeout=aiohttp.ClientTimeout(total=0.05)
@@ -429,8 +431,8 @@ async def test_delay_holds_the_answer(client: Client, sim: OmeSim) -> None:
 async def test_schedule_applies_each_fault_at_its_own_time(
     client: Client, sim: OmeSim, clock: FakeClock
 ) -> None:
-    sim.schedule(T0 + 20, "stall", stream="default/app/stream")
-    sim.schedule(T0 + 30, "fail", count=1)
+    sim.schedule(20, "stall", stream="default/app/stream")
+    sim.schedule(30, "fail")
     clock.advance(19)
     assert (await client.get(STREAM_STATS)).status == 200
     assert sim.pending()[0]["action"] == "stall"
@@ -444,7 +446,7 @@ async def test_schedule_applies_each_fault_at_its_own_time(
 
 def test_unknown_actions_are_refused(sim: OmeSim) -> None:
     with pytest.raises(ValueError, match="unknown action"):
-        sim.schedule(T0, "explode")
+        sim.schedule(0, "explode")
     with pytest.raises(KeyError):
         sim.stall("default/app/nosuch")
 
@@ -453,46 +455,51 @@ async def test_http_controls_drive_the_same_faults(
     client: Client, sim: OmeSim, clock: FakeClock
 ) -> None:
     controls = {"headers": None}
-    reply = await client.post("/_sim/stall", {"stream": "default/app/stream"}, **controls)
+    reply = await client.post("/_sim/actions/stall", {"stream": "default/app/stream"}, **controls)
     assert reply.status == 200 and reply.body["ok"] is True
     assert sim.find_stream("default/app/stream").stalled
     reply = await client.post(
-        "/_sim/set_connections",
+        "/_sim/actions/set_connections",
         {"stream": "default/app/stream", "connections": {"webrtc": 4}},
         **controls,
     )
     assert reply.status == 200
     reply = await client.post(
-        "/_sim/schedule", {"after": 5, "action": "fail", "kwargs": {"count": 1}}, **controls
+        "/_sim/schedule", {"in": 5, "action": "fail", "kwargs": {"count": 1}}, **controls
     )
-    assert reply.body["at"] == T0 + 5
-    missing = await client.post("/_sim/stall", {"stream": "default/app/nosuch"}, **controls)
+    assert reply.status == 201 and reply.body["at"] == 5
+    missing = await client.post("/_sim/actions/stall", {"stream": "default/app/nosuch"}, **controls)
     assert missing.status == 404
-    unknown = await client.post("/_sim/explode", {}, **controls)
-    assert unknown.status == 400 and "unknown action" in unknown.body["error"]
-    bad_kwargs = await client.post("/_sim/stall", {"stream": "x/y/z", "nope": 1}, **controls)
+    unknown = await client.post("/_sim/actions/explode", {}, **controls)
+    assert unknown.status == 404 and "unknown action" in unknown.body["error"]
+    bad_kwargs = await client.post(
+        "/_sim/actions/stall", {"stream": "x/y/z", "nope": 1}, **controls
+    )
     assert bad_kwargs.status == 400
     clock.advance(6)
     assert (await client.get("/v1/vhosts")).status == 500
     state = await client.get("/_sim/state", headers=None)
     assert state.body["streams"]["default/app/stream"]["stalled"] is True
+    assert state.body["version"] == "0.20.0" and state.body["elapsed"] == 6
     stats = await client.ok("GET", STREAM_STATS)
     assert stats["connections"]["webrtc"] == 4 and stats["connections"]["llhls"] == 0
 
 
-async def test_calls_log_keeps_mutating_requests(client: Client, sim: OmeSim) -> None:
+async def test_call_log_keeps_every_request(client: Client, sim: OmeSim) -> None:
     await client.get("/v1/vhosts")
     body = {"eventFormat": "id3v2", "events": [{"frameType": "TIT2", "data": "x"}]}
     await client.post(f"{STREAM}:sendEvent", body)
     await client.post(f"{APP}:pushes", {})
-    calls = (await client.get("/_sim/calls", headers=None)).body
+    calls = (await client.get("/_sim/calls", headers=None)).body["calls"]
     assert [(c["method"], c["path"], c["status"]) for c in calls] == [
+        ("GET", "/v1/vhosts", 200),
         ("POST", f"{STREAM}:sendEvent", 200),
         ("POST", f"{APP}:pushes", 200),
     ]
-    assert calls[0]["body"] == body and calls[0]["time"] == T0
+    assert calls[1]["body"] == body and calls[1]["time"] == T0
+    assert calls[0]["body"] is None
     await client.call("DELETE", "/_sim/calls", headers=None)
-    assert sim.calls == []
+    assert not sim.calls
 
 
 # ---- pushes and records ---------------------------------------------------------------------------------
@@ -805,7 +812,7 @@ async def test_hls_dump_of_a_deleted_stream_ends_in_error(
 async def test_ten_thousand_stream_layout(clock: FakeClock) -> None:
     sim = OmeSim.with_layout(TOKEN, clock=clock, connections={"llhls": 1})
     assert len(sim.stream_paths()) == 10_000
-    async with serve(build_ome_app(sim)) as base_url, aiohttp.ClientSession(base_url) as session:
+    async with serve(sim.app()) as base_url, aiohttp.ClientSession(base_url) as session:
         client = Client(session)
         assert len(await client.ok("GET", "/v1/vhosts/default/apps")) == 50
         assert len(await client.ok("GET", "/v1/vhosts/default/apps/app7/streams")) == 200
@@ -815,29 +822,3 @@ async def test_ten_thousand_stream_layout(clock: FakeClock) -> None:
         server = await client.ok("GET", "/v1/stats/current")
         assert server["totalBytesIn"] == 10_000 * 312_500
         assert server["totalConnections"] == 10_000
-
-
-async def test_demo_faults_unfold_within_the_first_minutes(clock: FakeClock) -> None:
-    sim = OmeSim.demo(TOKEN, clock=clock)
-    live = "/v1/vhosts/default/apps/live"
-    async with serve(build_ome_app(sim)) as base_url, aiohttp.ClientSession(base_url) as session:
-        client = Client(session)
-        assert len(await client.ok("GET", f"{live}/streams")) == 4
-        assert (await client.get("/v1/vhosts/default/apps/backup:pushes")).status == 404
-        (push,) = await client.ok("GET", f"{live}:pushes")
-        assert push["id"] == "youtube"
-        assert (await client.ok("GET", f"{live}:records"))[0]["state"] == "recording"
-        clock.advance(26)
-        assert sim.tick() == clock.now
-        assert sim.find_stream("default/live/second").stalled
-        (push,) = await client.ok("GET", f"{live}:pushes")
-        assert push["state"] == "error"
-        clock.advance(5)
-        assert "news" not in await client.ok("GET", f"{live}/streams")
-        clock.advance(10)  # +41: the burst of five 500s
-        statuses = [(await client.get("/v1/vhosts")).status for _ in range(6)]
-        assert statuses == [500] * 5 + [200]
-        clock.advance(20)  # +61: news still away (long enough for OmeExpectedStreamMissing)
-        assert "news" not in await client.ok("GET", f"{live}/streams")
-        clock.advance(30)  # +91: news reconnected
-        assert "news" in await client.ok("GET", f"{live}/streams")

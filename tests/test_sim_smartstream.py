@@ -12,7 +12,6 @@ from conftest import FakeClock
 
 from monitor.sim.serve import serve
 from monitor.sim.smartstream import (
-    DEMO_TOKEN,
     ENCODE_STATUS_ERROR,
     ENCODE_STATUS_PENDING,
     ENCODE_STATUS_RUNNING,
@@ -62,8 +61,12 @@ class Api:
                 body = text
             return response.status, body, response.headers
 
-    async def sim(self, control, /, **kwargs):
-        async with self.http.post(f"{self.base}/_sim/{control}", json=kwargs) as response:
+    async def sim(self, action, /, **kwargs):
+        """Run a simulator action now: POST /_sim/actions/<action>."""
+        return await self.control("POST", f"/_sim/actions/{action}", kwargs)
+
+    async def control(self, method, path, body=None):
+        async with self.http.request(method, f"{self.base}{path}", json=body) as response:
             return response.status, await response.json()
 
 
@@ -177,13 +180,8 @@ async def test_stop_then_start_without_reset_fails(api, sim, clock):
     clock.now += 0.2
     _, body, _ = await api.call("GET", "/live_events/ev")
     assert body["encode_status"] == ENCODE_STATUS_RUNNING
-    actions = [(c.action, c.status, c.code) for c in sim.calls]
-    assert actions == [
-        ("stop", 200, None),
-        ("start", 400, "FAILED_TO_START"),
-        ("reset", 200, None),
-        ("start", 200, None),
-    ]
+    actions = [(c.path.rsplit("/", 1)[-1], c.status) for c in sim.calls.mutating()]
+    assert actions == [("stop", 200), ("start", 400), ("reset", 200), ("start", 200)]
 
 
 async def test_reset_of_a_running_event_and_stop_of_a_stopped_one_fail(api, sim):
@@ -240,7 +238,7 @@ async def test_faults_via_http_controls(api, sim):
         assert (status, body["code"]) == (503, "SERVER_ERROR")
     assert (await api.call("GET", "/live_events"))[0] == 200
 
-    await api.sim("bad_json", match="/jobs")
+    await api.sim("bad_json", path="*/jobs")
     assert (await api.call("GET", "/live_events"))[0] == 200  # not matched
     status, body, _ = await api.call("GET", "/jobs")
     assert status == 200 and isinstance(body, str)  # not JSON
@@ -260,7 +258,7 @@ async def test_faults_via_http_controls(api, sim):
     assert (await api.call("GET", "/jobs"))[0] == 200
 
     status, body = await api.sim("no_such_control")
-    assert status == 404 and "fail" in body["controls"]
+    assert status == 404 and "fail" in body["error"]
     status, body = await api.sim("fail", bogus=1)
     assert status == 400
 
@@ -285,8 +283,10 @@ async def test_revoked_tokens_are_refused(api, sim):
 async def test_schedule_is_applied_on_the_next_request(api, sim, clock):
     sim.add_live_event(id="ev", encode_status=ENCODE_STATUS_RUNNING)
     sim.schedule(10, "set_encode_status", live_event="ev", encode_status=ENCODE_STATUS_ERROR)
-    status, _ = await api.sim("schedule", **{"in": 20, "action": "fail", "kwargs": {"status": 500}})
-    assert status == 200
+    status, _ = await api.control(
+        "POST", "/_sim/schedule", {"in": 20, "action": "fail", "kwargs": {"status": 500}}
+    )
+    assert status == 201
     clock.now += 9
     _, body, _ = await api.call("GET", "/live_events/ev")
     assert body["encode_status"] == ENCODE_STATUS_RUNNING
@@ -297,7 +297,7 @@ async def test_schedule_is_applied_on_the_next_request(api, sim, clock):
     assert (await api.call("GET", "/live_events/ev"))[0] == 500
     with pytest.raises(ValueError):
         sim.schedule(1, "os.system")
-    status, _ = await api.sim("schedule", action="fail")  # neither at nor in
+    status, _ = await api.control("POST", "/_sim/schedule", {"action": "fail"})  # no at, no in
     assert status == 400
 
 
@@ -305,15 +305,15 @@ async def test_state_and_call_log_routes(api, sim):
     sim.add_live_event(id="ev", encode_status=ENCODE_STATUS_RUNNING)
     await api.call("POST", "/live_events/ev/stop")
     await api.call("GET", "/live_events/ev")
-    async with api.http.get(f"{api.base}/_sim/calls") as response:
-        calls = (await response.json())["calls"]
-    assert [(c["action"], c["live_event"], c["status"]) for c in calls] == [("stop", "ev", 200)]
-    async with api.http.get(f"{api.base}/_sim/state") as response:
-        state = await response.json()
+    status, body = await api.control("GET", "/_sim/calls")
+    assert status == 200
+    assert [(c["method"], c["path"], c["status"]) for c in body["calls"]] == [
+        ("POST", f"/v1/merchants/{M}/live_events/ev/stop", 200),
+        ("GET", f"/v1/merchants/{M}/live_events/ev", 200),
+    ]
+    _, state = await api.control("GET", "/_sim/state")
     assert state["live_events"][0]["encode_status"] == ENCODE_STATUS_STOPPED
-    async with api.http.get(f"{api.base}/_sim/requests") as response:
-        requests = (await response.json())["requests"]
-    assert [r["method"] for r in requests] == ["POST", "GET"]
+    assert state["merchant_id"] == M and state["calls"] == 2
 
 
 async def test_create_update_delete_live_event(api, sim):
@@ -327,31 +327,6 @@ async def test_create_update_delete_live_event(api, sim):
     assert status == 200 and body["name"] == "Renamed"
     status, _, _ = await api.call("DELETE", "/live_events/ref:n")
     assert status == 200 and not sim.live_events
-
-
-async def test_demo_has_events_jobs_and_scheduled_faults(clock):
-    sim = SmartstreamSim.demo(clock=clock)
-    headers = {"X-Streaks-Api-Key": sim.api_key, "Authorization": f"Bearer {DEMO_TOKEN}"}
-    async with serve(sim.app()) as base, aiohttp.ClientSession(headers=headers) as http:
-        url = f"{base}/v1/merchants/{sim.merchant_id}"
-
-        async def statuses():
-            async with http.get(url + "/live_events") as r:
-                events = {e["ref_id"]: e["encode_status"] for e in (await r.json())["live_events"]}
-            async with http.get(url + "/jobs") as r:
-                jobs = {j["ref_id"]: j["encode_status"] for j in (await r.json())["jobs"]}
-            return events, jobs
-
-        events, jobs = await statuses()
-        assert len(events) >= 3 and set(events.values()) == {ENCODE_STATUS_RUNNING}
-        assert len(jobs) >= 2 and JOB_FAILED not in jobs.values()
-        clock.now += 20
-        events, jobs = await statuses()
-        assert events["sports"] == ENCODE_STATUS_ERROR
-        assert jobs["upload-2"] != JOB_FAILED
-        clock.now += 10
-        events, jobs = await statuses()
-        assert jobs["upload-2"] == JOB_FAILED
 
 
 def test_simulator_does_not_import_the_sources():
