@@ -89,13 +89,17 @@ class Fault:
             raise TypeError("path must be a glob string or null")
         if self.method is not None:
             self.method = str(self.method).upper()
-        if self.status is not None and not 100 <= int(self.status) <= 599:
-            raise ValueError("status must be an HTTP status (100..599)")
+        if self.status is not None:
+            self.status = int(self.status)
+            if not 100 <= self.status <= 599:
+                raise ValueError("status must be an HTTP status (100..599)")
         self.seconds = float(self.seconds)
         if not 0 <= self.seconds <= MAX_DELAY:
             raise ValueError(f"seconds must be between 0 and {MAX_DELAY:g}")
-        if self.retry_after is not None and float(self.retry_after) < 0:
-            raise ValueError("retry_after must be >= 0")
+        if self.retry_after is not None:
+            self.retry_after = float(self.retry_after)
+            if self.retry_after < 0:
+                raise ValueError("retry_after must be >= 0")
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method != method.upper():
