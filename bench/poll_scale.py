@@ -31,13 +31,13 @@ TOKEN = "bench-token"
 
 SIM_PROCESS = """
 import asyncio, sys
-from monitor.sim.ome import OmeSim, build_ome_app
+from monitor.sim.ome import OmeSim
 from monitor.sim.serve import serve
 
 async def main():
     sim = OmeSim.with_layout(sys.argv[1], vhosts=1, apps=int(sys.argv[2]), streams_per_app=int(sys.argv[3]),
                              connections={"llhls": 3, "webrtc": 1})
-    async with serve(build_ome_app(sim)) as url:
+    async with serve(sim.app()) as url:
         print(url, flush=True)
         await asyncio.Event().wait()
 

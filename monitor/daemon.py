@@ -33,10 +33,10 @@ from monitor.labels import Matcher
 from monitor.model import Snapshot
 from monitor.outbox import Consumer, Outbox
 from monitor.pipeline import Pipeline
-from monitor.poller import SourcePoller
 from monitor.sources import ENTITY_KINDS
 from monitor.sources.base import Clock, SourceMetrics
 from monitor.sources.manager import SourceManager, configured_sources
+from monitor.sources.poller import SourcePoller
 from monitor.store import Store
 from monitor.web import Views, build_app, callback_counter
 

@@ -11,7 +11,7 @@ import pytest
 from monitor import __version__
 from monitor.cli import main
 from monitor.daemon import Daemon
-from monitor.sim.ome import OmeSim, build_ome_app
+from monitor.sim.ome import OmeSim
 from monitor.sim.serve import serve
 
 TOKEN = "cli-test-token"
@@ -31,14 +31,14 @@ def config_for(tmp_path: Path, url: str) -> Path:
 async def test_once_prints_entities_and_metrics(tmp_path, capsys):
     sim = OmeSim(TOKEN, clock=time.time)
     sim.add_stream("default/live/main", bitrate=1_000_000)
-    async with serve(build_ome_app(sim)) as url:
+    async with serve(sim.app()) as url:
         path = config_for(tmp_path, url)
         # `once` runs its own event loop, so it gets a thread of its own here.
         assert await asyncio.to_thread(main, ["once", "-c", str(path)]) == 0
         table = capsys.readouterr().out
         assert await asyncio.to_thread(main, ["once", "-c", str(path), "--metrics"]) == 0
         metrics = capsys.readouterr().out
-        sim.unauthorized()
+        sim.unauthorized(count=None)
         assert await asyncio.to_thread(main, ["once", "-c", str(path)]) == 1
         failed = capsys.readouterr().out
     assert "ome.stream" in table and "default/live/main" in table
@@ -52,7 +52,7 @@ async def test_once_prints_entities_and_metrics(tmp_path, capsys):
 
 async def test_alerts_command_reads_the_running_daemon(tmp_path, capsys):
     sim = OmeSim(TOKEN, clock=time.time)
-    async with serve(build_ome_app(sim)) as url:
+    async with serve(sim.app()) as url:
         path = config_for(tmp_path, url)
         rules = tmp_path / "rules.yaml"
         rules.write_text(

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from monitor.daemon import Daemon
 from monitor.demo import Simulators, simulators
 from monitor.model import Snapshot
-from monitor.sim.ome import OmeSim, build_ome_app
+from monitor.sim.ome import OmeSim
 from monitor.sim.serve import serve
 
 SHIPPED_RULES = str(Path(__file__).parent.parent / "monitor" / "rules" / "*.yaml")
@@ -129,7 +129,7 @@ async def test_shipped_rules_fire_on_the_simulators_scheduled_faults(
 async def ome(clock) -> AsyncIterator[tuple[OmeSim, str]]:
     sim = OmeSim(OME_TOKEN, clock=time.time)
     sim.add_stream("default/live/main", bitrate=2_000_000)
-    async with serve(build_ome_app(sim)) as url:
+    async with serve(sim.app()) as url:
         yield sim, url
 
 
@@ -212,7 +212,7 @@ async def test_polls_of_one_source_never_overlap_and_a_slow_source_delays_no_oth
     sim.delay(0.4, count=None, path="/v1/vhosts")
     fast = OmeSim(OME_TOKEN, clock=time.time)
     fast.add_stream("default/live/fast")
-    async with serve(build_ome_app(fast)) as fast_url:
+    async with serve(fast.app()) as fast_url:
         config = write_config(tmp_path, None, ome_url=url, interval="100ms")
         config.write_text(
             config.read_text()
@@ -629,7 +629,7 @@ async def test_callback_events_reach_the_rules_while_the_api_is_down(sims, real_
         mark = outbox_mark(daemon.store)
         await daemon.poll_all()
         channel = next(iter(sims.naver.channels))
-        sims.naver.server_error(count=None)  # Live Station's API fails from now on
+        sims.naver.fail(500, count=None)  # Live Station's API fails from now on
         payload = {
             "id": 7,
             "logLevel": "INFO",

@@ -15,7 +15,6 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from monitor.poller import SourcePoller
 from monitor.sim.serve import serve
 from monitor.sources.base import Source, SourceContext, SourceMetrics
 from monitor.sources.http import (
@@ -32,6 +31,7 @@ from monitor.sources.naver.config import NaverSourceConfig
 from monitor.sources.naver.source import NaverSource
 from monitor.sources.ome.config import OmeSourceConfig
 from monitor.sources.ome.source import OmeSource
+from monitor.sources.poller import SourcePoller
 from monitor.sources.smartstream.config import SmartstreamSourceConfig
 from monitor.sources.smartstream.source import SmartstreamSource
 

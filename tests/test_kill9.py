@@ -194,3 +194,49 @@ async def _until_firing(base: str) -> list[dict]:
                 return alerts
             await asyncio.sleep(0.05)
     raise AssertionError("no alert fired")
+
+
+async def test_full_disk_makes_the_daemon_not_ready_and_counts_until_space_returns(tmp_path):
+    from monitor.daemon import Daemon
+
+    sim = OmeSim.with_layout(OME_TOKEN, vhosts=1, apps=1, streams_per_app=1)
+    rules = tmp_path / "rules.yaml"
+    # A large annotation: the alert's rows need new pages, which a full database cannot give.
+    rules.write_text(
+        "groups:\n  - name: g\n    rules:\n      - alert: Listed\n        kind: ome.stream\n"
+        "        expr: present\n        annotations: {summary: '{{ \"x\" * 9000 }}'}\n"
+    )
+    async with serve(sim.app()) as url:
+        config = tmp_path / "streamwatch.yaml"
+        config.write_text(
+            f"listen: 127.0.0.1:0\nstate_dir: {tmp_path / 'state'}\nrule_files: ['{rules}']\n"
+            f"sources:\n  ome:\n    - {{name: origin, url: {url}, access_token: {OME_TOKEN},"
+            " interval: 1s, timeout: 2s}\n"
+        )
+        daemon = Daemon(config)
+        await daemon.start(schedule=False)
+        try:
+            assert daemon.store is not None and daemon.engine is not None
+            daemon.store.limit_size(daemon.store.size_bytes())
+            await daemon.poll_all()
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{daemon.url}/readyz") as resp:
+                    assert resp.status == 503
+                    assert "state writes are failing" in await resp.text()
+                async with http.get(f"{daemon.url}/api/v1/alerts") as resp:
+                    [alert] = (await resp.json())["data"]
+                    assert alert["state"] == "firing"
+                errors = "streamwatch_state_write_errors_total"
+                assert daemon.registry.get_sample_value(errors) == 1
+                daemon.housekeeping()  # the periodic retry, still full
+                assert daemon.registry.get_sample_value(errors) == 2
+                daemon.store.limit_size(None)
+                daemon.housekeeping()
+                async with http.get(f"{daemon.url}/readyz") as resp:
+                    assert resp.status == 200
+                async with http.get(f"{daemon.url}/api/v1/transitions") as resp:
+                    saved = (await resp.json())["data"]
+            assert [(t["kind"], t["alertname"]) for t in saved] == [("firing", "Listed")]
+            assert saved[0]["target"]["labels"]["stream"] == "stream0"
+        finally:
+            await daemon.stop()

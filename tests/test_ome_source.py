@@ -15,12 +15,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.export import Exporter
-from monitor.poller import SourcePoller
 from monitor.sim.ome import OmeSim
 from monitor.sim.serve import serve
 from monitor.sources.base import SourceContext, SourceError, SourceMetrics
 from monitor.sources.ome.config import OmeSourceConfig
 from monitor.sources.ome.source import OmeSource
+from monitor.sources.poller import SourcePoller
 
 TOKEN = "ome-secret-token-4711"
 

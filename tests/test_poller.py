@@ -8,8 +8,8 @@ import logging
 from prometheus_client import CollectorRegistry
 
 from monitor.model import Entity
-from monitor.poller import SourcePoller
 from monitor.sources.base import Source, SourceContext, SourceMetrics
+from monitor.sources.poller import SourcePoller
 
 
 class Slow(Source):
@@ -27,7 +27,7 @@ class Slow(Source):
 
 
 async def test_an_overrun_is_logged_once_and_polls_never_overlap(caplog, clock):
-    caplog.set_level(logging.DEBUG, logger="monitor.poller")
+    caplog.set_level(logging.DEBUG, logger="monitor.sources.poller")
     metrics = SourceMetrics(CollectorRegistry())
     source = Slow(SourceContext(metrics=metrics, clock=clock))
     poller = SourcePoller(source, metrics, clock=clock)

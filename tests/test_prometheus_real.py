@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from monitor.daemon import Daemon
-from monitor.sim.ome import OmeSim, build_ome_app
+from monitor.sim.ome import OmeSim
 from monitor.sim.serve import serve
 
 TOKEN = "prometheus-test-token"
@@ -52,7 +52,7 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
     sim = OmeSim(TOKEN, clock=time.time)
     sim.add_stream("default/live/main", bitrate=2_000_000, connections={"llhls": 7})
     sim.add_push("default/live", "cdn", "main", "rtmp://127.0.0.1/live")
-    async with serve(build_ome_app(sim)) as url:
+    async with serve(sim.app()) as url:
         config = tmp_path / "streamwatch.yaml"
         config.write_text(
             f"listen: 127.0.0.1:0\nstate_dir: {tmp_path / 'state'}\nsources:\n  ome:\n"

@@ -20,9 +20,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import BaseModel
 
 from monitor.model import Entity, Snapshot, SourceRef, Target
-from monitor.poller import SourcePoller
-from monitor.sources import build_source, source_configs
 from monitor.sources.base import Clock, Source, SourceContext, SourceMetrics
+from monitor.sources.poller import SourcePoller
+from monitor.sources.registry import build_source, source_configs
 
 log = logging.getLogger(__name__)
 
