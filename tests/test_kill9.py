@@ -129,16 +129,14 @@ async def test_daemon_killed_with_a_firing_alert_keeps_its_target(tmp_path):
         "      - {alert: Listed, kind: ome.stream, expr: present, labels: {severity: info}}\n"
     )
     async with serve(sim.app()) as url:
-        config = tmp_path / "streamwatch.yaml"
-        config.write_text(
-            f"listen: 127.0.0.1:0\nstate_dir: {tmp_path / 'state'}\nrule_files: ['{rules}']\n"
-            f"sources:\n  ome:\n    - {{name: origin, url: {url}, access_token: {OME_TOKEN},"
-            " interval: 1s, timeout: 2s}\n"
-        )
+        config = _write_config(tmp_path, url, rules)
         for round_ in range(2):
             process, base = await _daemon(config)
             try:
-                alerts = await _until_firing(base)
+                if round_ == 0:
+                    await _logged(process, "transition=firing")
+                # After the restart the alert is restored before the daemon listens.
+                alerts = await _alerts(base)
             finally:
                 process.send_signal(signal.SIGKILL)
                 await process.wait()
@@ -162,6 +160,16 @@ async def test_daemon_killed_with_a_firing_alert_keeps_its_target(tmp_path):
     assert firing[0].target.labels["stream"] == "stream0"
 
 
+def _write_config(tmp_path: Path, url: str, rules: Path) -> Path:
+    config = tmp_path / "streamwatch.yaml"
+    config.write_text(
+        f"listen: 127.0.0.1:0\nstate_dir: {tmp_path / 'state'}\nrule_files: ['{rules}']\n"
+        f"sources:\n  ome:\n    - {{name: origin, url: {url}, access_token: {OME_TOKEN},"
+        " interval: 1s, timeout: 2s}\n"
+    )
+    return config
+
+
 async def _daemon(config: Path) -> tuple[asyncio.subprocess.Process, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -173,27 +181,27 @@ async def _daemon(config: Path) -> tuple[asyncio.subprocess.Process, str]:
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "NOTIFY_SOCKET": ""},
     )
+    line = await _logged(process, 'msg="streamwatch started"')
+    return process, line.split("listen=")[1].split()[0]
+
+
+async def _logged(process: asyncio.subprocess.Process, needle: str, within: float = 20) -> str:
+    """The first log line of the daemon that holds `needle`."""
     assert process.stderr is not None
 
-    async def started() -> str:
+    async def read() -> str:
         while True:
             line = (await process.stderr.readline()).decode()
-            assert line, "the daemon exited before it started"
-            if 'msg="streamwatch started"' in line:
-                return line.split("listen=")[1].split()[0]
+            assert line, f"the daemon exited before logging {needle!r}"
+            if needle in line:
+                return line
 
-    return process, await asyncio.wait_for(started(), 20)
+    return await asyncio.wait_for(read(), within)
 
 
-async def _until_firing(base: str) -> list[dict]:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(200):
-            async with http.get(f"{base}/api/v1/alerts") as resp:
-                alerts = (await resp.json())["data"]
-            if alerts and all(a["state"] == "firing" for a in alerts):
-                return alerts
-            await asyncio.sleep(0.05)
-    raise AssertionError("no alert fired")
+async def _alerts(base: str) -> list[dict]:
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/api/v1/alerts") as resp:
+        return (await resp.json())["data"]
 
 
 async def test_full_disk_makes_the_daemon_not_ready_and_counts_until_space_returns(tmp_path):
@@ -207,12 +215,7 @@ async def test_full_disk_makes_the_daemon_not_ready_and_counts_until_space_retur
         "        expr: present\n        annotations: {summary: '{{ \"x\" * 9000 }}'}\n"
     )
     async with serve(sim.app()) as url:
-        config = tmp_path / "streamwatch.yaml"
-        config.write_text(
-            f"listen: 127.0.0.1:0\nstate_dir: {tmp_path / 'state'}\nrule_files: ['{rules}']\n"
-            f"sources:\n  ome:\n    - {{name: origin, url: {url}, access_token: {OME_TOKEN},"
-            " interval: 1s, timeout: 2s}\n"
-        )
+        config = _write_config(tmp_path, url, rules)
         daemon = Daemon(config)
         await daemon.start(schedule=False)
         try:
