@@ -57,7 +57,7 @@ class Daemon:
         config: Config | None = None,
         clock: Clock = time.time,
         listen: str | None = None,
-        drain_seconds: float = 10.0,
+        drain_seconds: float = 5.0,
         consumers: Sequence[Consumer] = (),
     ):
         self.config_path = Path(config_path)
@@ -263,9 +263,15 @@ class Daemon:
     # -- housekeeping -------------------------------------------------------------------------
 
     def housekeeping(self) -> None:
-        """Every few seconds: retry a failed state write, refresh the outbox depth."""
-        if self.engine is not None and (self.engine.write_failing or self.engine.unsaved):
-            self.engine.flush()
+        """Every few seconds: evaluate the source-down rule of sources that are down (one
+        waiting out a Retry-After brings no snapshot), retry a failed state write, refresh
+        the outbox depth."""
+        if self.engine is not None:
+            for poller in self.pollers():
+                if poller.latest is not None and not poller.latest.ok:
+                    self.engine.recheck_down(poller.latest)
+            if self.engine.write_failing or self.engine.unsaved:
+                self.engine.flush()
         if self.outbox is not None:
             self.outbox.refresh_depth()
 

@@ -206,7 +206,7 @@ def _engine(request: web.Request) -> AlertEngine:
 
 async def alerts(request: web.Request) -> web.Response:
     engine = _engine(request)
-    data = [alert.to_api(muted) for alert, muted in engine.active_alerts()]
+    data = [alert.to_api(muted) for alert, muted in engine.active_alerts(resolved=True)]
     return json_response({"status": "success", "data": data})
 
 

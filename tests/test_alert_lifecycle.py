@@ -266,3 +266,46 @@ def test_reload_carries_state_and_resolves_removed_rules(rules_file, clock):
     assert kinds(seen)[-1] == ("resolved", "Missing")
     assert engine.active_alerts() == []
     assert seen[-1].to_state == INACTIVE
+
+
+def test_a_down_source_that_sends_no_more_snapshots_still_fires_on_time(rules_file, clock):
+    """A source waiting out a Retry-After is not polled: the daemon's timer re-checks it."""
+    engine, seen = make_engine(rules_file, clock)
+    failed = Snapshot.failed(OME, clock(), PollFailure("http_5xx", "HTTP 503"))
+    engine.on_snapshot(failed)
+    assert kinds(seen) == [(PENDING, SOURCE_DOWN)]
+    clock.advance(59)
+    assert engine.recheck_down(failed) == []
+    clock.advance(1)
+    [fired] = engine.recheck_down(failed)
+    assert (fired.kind, fired.alertname) == (FIRING, SOURCE_DOWN)
+    assert engine.recheck_down(Snapshot.of(OME, clock(), [])) == [], "only failed snapshots"
+
+
+def test_annotations_say_what_is_true_now(rules_file, clock):
+    """Re-rendered at every evaluation: the cause changed from a timeout to a 401."""
+    engine, seen = make_engine(rules_file, clock)
+    timeout = PollFailure("timeout", "GET /v1/vhosts: timed out")
+    for _ in range(7):
+        engine.on_snapshot(Snapshot.failed(OME, clock(), timeout))
+        clock.advance(10)
+    assert kinds(seen)[-1] == (FIRING, SOURCE_DOWN)
+    engine.on_snapshot(Snapshot.failed(OME, clock(), PollFailure("unauthorized", "HTTP 401")))
+    [(alert, _)] = engine.active_alerts()
+    assert alert.annotations["description"].endswith("fail: HTTP 401")
+
+
+def test_resolved_alerts_stay_listed_with_their_end_for_the_retention(rules_file, clock):
+    engine, _ = make_engine(rules_file, clock)
+    engine.resolved_retention = 60
+    engine.on_snapshot(snap(clock, stream("gone", 0, present=False)))
+    clock.advance(5)
+    engine.on_snapshot(snap(clock, stream("gone", clock())))
+    assert engine.active_alerts() == []
+    [(alert, _)] = engine.active_alerts(resolved=True)
+    listed = alert.to_api(())
+    assert listed["state"] == "resolved"
+    assert listed["endsAt"] is not None and listed["endsAt"] > listed["startsAt"]
+    clock.advance(60)
+    engine.on_snapshot(snap(clock, stream("gone", clock())))
+    assert engine.active_alerts(resolved=True) == [], "gone after resolved_retention"

@@ -660,3 +660,25 @@ async def test_callback_events_reach_the_rules_while_the_api_is_down(sims, real_
         ]
     finally:
         await daemon.stop()
+
+
+async def test_a_source_deferred_by_retry_after_still_raises_source_down_on_time(
+    ome, tmp_path, clock
+):
+    sim, url = ome
+    sim.fail(503, retry_after=240, count=None)
+    daemon = Daemon(write_config(tmp_path, None, ome_url=url), clock=clock)
+    await daemon.start(serve=False, schedule=False)
+    try:
+        assert daemon.engine is not None and daemon.store is not None
+        [failed] = await daemon.poll_all()
+        assert not failed.ok
+        clock.advance(61)
+        assert await daemon.poll_all() == [], "no poll during the Retry-After"
+        assert [a.alertname for a, _ in daemon.engine.active_alerts()] == ["StreamwatchSourceDown"]
+        assert daemon.engine.active_alerts()[0][0].state == "pending"
+        daemon.housekeeping()  # the daemon's timer
+        [(alert, _)] = daemon.engine.active_alerts()
+        assert alert.state == "firing"
+    finally:
+        await daemon.stop()

@@ -152,11 +152,34 @@ class AlertEngine:
         else:
             # A failed poll freezes this source's alerts: nothing resolves, nothing starts.
             self._down_since.setdefault(source, snapshot.taken_at)
-        source_row = self._source_row(snapshot, source, now)
+        self._evaluate_source_rules(snapshot, now, changes, dirty)
+        return self._finish(source, now, changes, dirty)
+
+    def recheck_down(self, snapshot: Snapshot) -> list[Transition]:
+        """Evaluate the source-down rule again over a source's last failed snapshot. A source
+        that is not polled for a while (a Retry-After) brings no snapshot, yet the `for` of
+        its StreamwatchSourceDown must still run out on time: the daemon calls this on a timer."""
+        if snapshot.ok or snapshot.partial:
+            return []
+        now = self.clock()
+        source = str(snapshot.source)
+        self._down_since.setdefault(source, snapshot.taken_at)
+        changes: list[tuple[AlertingRule, Change]] = []
+        dirty: set[AlertKey] = set()
+        self._evaluate_source_rules(snapshot, now, changes, dirty)
+        return self._finish(source, now, changes, dirty)
+
+    def _evaluate_source_rules(
+        self,
+        snapshot: Snapshot,
+        now: float,
+        changes: list[tuple[AlertingRule, Change]],
+        dirty: set[AlertKey],
+    ) -> None:
+        source_row = self._source_row(snapshot, str(snapshot.source), now)
         for rule in self.rules.values():
             if rule.kind == SOURCE_KIND:
                 self._evaluate(rule, [source_row], snapshot.source, now, changes, dirty)
-        return self._finish(source, now, changes, dirty)
 
     def _finish(
         self,
@@ -372,12 +395,14 @@ class AlertEngine:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def active_alerts(self) -> list[tuple[Alert, tuple[str, ...]]]:
+    def active_alerts(self, *, resolved: bool = False) -> list[tuple[Alert, tuple[str, ...]]]:
+        """Pending and firing alerts with what silences them; with `resolved`, also the
+        resolved ones still kept for `resolved_retention`."""
         now = self.clock()
         result = []
         for active in self.alerts.values():
             for alert in active.values():
-                if alert.state != INACTIVE:
+                if alert.state != INACTIVE or (resolved and alert.resolved_at is not None):
                     result.append((alert, tuple(self.silencer.mutes(alert.labels, now))))
         return sorted(result, key=lambda pair: (pair[0].alertname, pair[0].active_at))
 

@@ -51,7 +51,8 @@ class Alert:
         return {
             "labels": dict(self.labels),
             "annotations": dict(self.annotations),
-            "state": self.state.value,
+            # A resolved alert stays listed for resolved_retention, with its endsAt.
+            "state": "resolved" if self.state == INACTIVE else self.state.value,
             "activeAt": iso(self.active_at),
             "startsAt": iso(self.fired_at if self.fired_at is not None else self.active_at),
             "endsAt": iso(self.resolved_at) if self.resolved_at is not None else None,
@@ -182,6 +183,13 @@ def evaluate_rule(
                 changes.append(Change(TransitionKind.PENDING, replace(alert), INACTIVE))
         else:
             alert.value, alert.entity = value, entity
+            # Re-rendered at every evaluation, as Prometheus does, so an annotation says what
+            # is true now (a source-down alert names today's cause, not the first one). Not
+            # saved for that alone: the next evaluation renders it again anyway.
+            if rule.annotations:
+                alert.annotations = render(
+                    rule.annotations, _context(rule, entity, value, alert.fired_at, now)
+                )
             if alert.keep_firing_since is not None:
                 alert.keep_firing_since = None
                 changed.add(fp)
