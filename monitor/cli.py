@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -181,15 +182,20 @@ async def cmd_run(path: Path, config: Config, listen: str | None) -> int:
 
 async def cmd_once(config: Config, path: Path, as_metrics: bool) -> int:
     from monitor.daemon import Daemon
+    from monitor.store import Store
 
-    daemon = Daemon(path, config=config)
-    await daemon.start(serve=False, schedule=False)
-    try:
-        snapshots = await daemon.poll_all()
-        # Rendered before stop(): stopping lets go of the sources and their snapshots.
-        text = daemon.exporter.render()[0].decode() if as_metrics else ""
-    finally:
-        await daemon.stop()
+    # A daemon may be running on the same config: `once` works on a copy of its state, so it
+    # neither takes its NAVER events (marking them seen) nor writes its alerts.
+    with tempfile.TemporaryDirectory(prefix="streamwatch-once-") as scratch:
+        Store.copy(config.state_dir, Path(scratch))
+        daemon = Daemon(path, config=config.model_copy(update={"state_dir": Path(scratch)}))
+        await daemon.start(serve=False, schedule=False)
+        try:
+            snapshots = await daemon.poll_all()
+            # Rendered before stop(): stopping lets go of the sources and their snapshots.
+            text = daemon.exporter.render()[0].decode() if as_metrics else ""
+        finally:
+            await daemon.stop()
     if as_metrics:
         sys.stdout.write(text)
     else:

@@ -149,6 +149,24 @@ class Store:
         (page_size,) = self._db.execute("PRAGMA page_size").fetchone()
         return int(pages * page_size)
 
+    @staticmethod
+    def copy(state_dir: Path, into: Path) -> None:
+        """Copy the state database of `state_dir` into the directory `into`, reading the
+        original read-only (a running daemon may be writing it; SQLite's backup is consistent).
+        Nothing is copied when there is no state yet."""
+        source = Path(state_dir) / DB_NAME
+        if not source.exists():
+            return
+        original = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            target = sqlite3.connect(str(Path(into) / DB_NAME))
+            try:
+                original.backup(target)
+            finally:
+                target.close()
+        finally:
+            original.close()
+
     @classmethod
     def in_dir(cls, state_dir: Path) -> Store:
         return cls(Path(state_dir) / DB_NAME)

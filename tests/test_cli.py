@@ -97,3 +97,36 @@ def test_run_with_a_bad_rule_file_starts_nothing_and_exits_1(tmp_path, capsys, u
     err = capsys.readouterr().err
     assert f"{rules}:4: rule 'Bad'" in err
     assert not (tmp_path / "state").exists(), "nothing was started"
+
+
+async def test_once_leaves_the_daemons_state_alone(tmp_path, capsys):
+    """`once` on the config of a running daemon: it must not take NAVER events (mark them
+    seen) nor write alerts into the daemon's state."""
+    import sqlite3
+
+    from monitor.demo import simulators
+
+    async with simulators(faults=False) as sims:
+        path = tmp_path / "streamwatch.yaml"
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(
+            "groups:\n  - name: g\n    rules:\n"
+            "      - {alert: Any, kind: naver.event, expr: present, keep_firing_for: 1h}\n"
+        )
+        path.write_text(
+            f"listen: 127.0.0.1:0\nstate_dir: {tmp_path / 'state'}\nrule_files: ['{rules}']\n"
+            + sims.sources_yaml()
+            + "\n"
+        )
+        daemon = Daemon(path)
+        await daemon.start(serve=False, schedule=False)
+        await daemon.poll_all()
+        await daemon.stop()  # the daemon's state exists, with its event cursor
+        channel = next(iter(sims.naver.channels))
+        sims.naver.add_event(channel, "PUBLISH_END", callback=False)  # news for the daemon
+        db = tmp_path / "state" / "streamwatch.sqlite3"
+        before = "\n".join(sqlite3.connect(db).iterdump())
+        assert await asyncio.to_thread(main, ["once", "-c", str(path)]) in (0, 1)
+        assert "naver.event" in capsys.readouterr().out, "once did see the events"
+        after = "\n".join(sqlite3.connect(db).iterdump())
+    assert after == before
