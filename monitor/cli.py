@@ -131,30 +131,32 @@ def cmd_check(path: Path) -> int:
         config = load_config(path)
     except ConfigError as exc:
         problems += exc.problems
+    summary = ""
     if config is not None:
-        problems += check_rules(config)
+        summary, rule_problems = check_rules(config)
+        problems += rule_problems
     if problems:
         print(f"{path}: {len(problems)} problem(s):", file=sys.stderr)
         for problem in problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
-    sources = config.sources  # type: ignore[union-attr]
-    print(
-        f"{path}: OK ({len(sources.ome)} OME, {len(sources.smartstream)} SmartSTREAM, "
-        f"{len(sources.naver)} NAVER source(s))"
-    )
+    from monitor.sources.manager import configured_sources
+
+    assert config is not None
+    sources = configured_sources(config.sources)
+    print(f"{path}: OK: {len(sources)} source(s), {summary}")
     return 0
 
 
-def check_rules(config: Config) -> list[str]:
-    """Every problem in the rule files the config names."""
-    from monitor.alerting.rules import load_rule_files
+def check_rules(config: Config) -> tuple[str, list[str]]:
+    """(`N rules in M files`, every problem in the rule files the config names)."""
+    from monitor.alerting.rules import describe_rules, load_rule_files
 
     try:
-        load_rule_files(config.rule_files, kinds=ENTITY_KINDS)
+        groups = load_rule_files(config.rule_files or [], kinds=ENTITY_KINDS)
     except RuleError as exc:
-        return list(exc.problems)
-    return []
+        return "", list(exc.problems)
+    return describe_rules(groups), []
 
 
 async def cmd_run(path: Path, config: Config, listen: str | None) -> int:

@@ -153,7 +153,8 @@ class Config(Strict):
     listen: Annotated[str, BeforeValidator(_check_listen)] = "127.0.0.1:9108"
     state_dir: Path = Path("/var/lib/streamwatch")
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
-    rule_files: list[str] = Field(default_factory=list)
+    # None (absent) is an error at load: a daemon without rules must say so (`rule_files: []`).
+    rule_files: list[str] | None = None
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     actions: ActionsConfig = Field(default_factory=ActionsConfig)
     silences: list[SilenceConfig] = Field(default_factory=list)
@@ -192,10 +193,16 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         config = Config.model_validate(data)
     except ValidationError as exc:
         problems += validation_problems(exc, loaded)
+    else:
+        if config.rule_files is None:
+            problems.append(
+                f"{loaded.file}:1: rule_files: missing; list your rule files (globs such as "
+                "rules/*.yaml), or write `rule_files: []` to run without rules"
+            )
     if problems:
         raise ConfigError(problems)
     # Relative paths in the file are relative to the file, not to wherever the daemon started.
     base = Path(path).resolve().parent
     state_dir = config.state_dir if config.state_dir.is_absolute() else base / config.state_dir
-    rule_files = [str(p if Path(p).is_absolute() else base / p) for p in config.rule_files]
+    rule_files = [str(p if Path(p).is_absolute() else base / p) for p in config.rule_files or ()]
     return config.model_copy(update={"state_dir": state_dir, "rule_files": rule_files})

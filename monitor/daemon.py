@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from monitor import __version__, systemd
 from monitor.alerting.collector import EngineCollector
 from monitor.alerting.engine import AlertEngine
-from monitor.alerting.rules import RuleError, RuleGroup, load_rule_files
+from monitor.alerting.rules import RuleError, RuleGroup, describe_rules, load_rule_files
 from monitor.alerting.silences import MaintenanceWindow, Silencer
 from monitor.config import Config, ConfigError, SilenceConfig, load_config
 from monitor.export import Exporter
@@ -145,7 +145,12 @@ class Daemon:
         self.url = await stack.enter_async_context(self._http(self._views()))
         log.info(
             "streamwatch started",
-            extra={"version": __version__, "listen": self.url, "sources": len(self.pollers())},
+            extra={
+                "version": __version__,
+                "listen": self.url,
+                "sources": len(self.pollers()),
+                "rules": describe_rules(self.rule_groups),
+            },
         )
         interval = systemd.watchdog_interval()
         if interval:
@@ -256,7 +261,7 @@ class Daemon:
         self._mark_loaded(True)
         log.info(
             "configuration reloaded",
-            extra={"sources": len(self.pollers()), "rules": sum(len(g.rules) for g in groups)},
+            extra={"sources": len(self.pollers()), "rules": describe_rules(groups)},
         )
         return True
 
@@ -335,7 +340,7 @@ def _reload_gauges(registry: CollectorRegistry) -> tuple[Gauge, Gauge]:
 
 
 def load_rules(config: Config) -> list[RuleGroup]:
-    return load_rule_files(config.rule_files, kinds=ENTITY_KINDS)
+    return load_rule_files(config.rule_files or [], kinds=ENTITY_KINDS)
 
 
 def windows(silences: Sequence[SilenceConfig]) -> list[MaintenanceWindow]:

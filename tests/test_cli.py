@@ -130,3 +130,37 @@ async def test_once_leaves_the_daemons_state_alone(tmp_path, capsys):
         assert "naver.event" in capsys.readouterr().out, "once did see the events"
         after = "\n".join(sqlite3.connect(db).iterdump())
     assert after == before
+
+
+@pytest.mark.parametrize(
+    ("rule_files", "expected"),
+    [
+        (None, "rule_files: missing"),
+        ('["rules/*.yaml"]', "rules/*.yaml: no rule file matches this rule_files entry"),
+        ('["nothere.yaml"]', "nothere.yaml: no rule file matches this rule_files entry"),
+    ],
+)
+def test_check_refuses_a_config_whose_rules_are_not_there(tmp_path, capsys, rule_files, expected):
+    path = tmp_path / "streamwatch.yaml"
+    line = f"rule_files: {rule_files}\n" if rule_files is not None else ""
+    path.write_text(f"listen: 127.0.0.1:0\nstate_dir: {tmp_path}\n{line}")
+    assert main(["check", "-c", str(path)]) == 1
+    assert expected in capsys.readouterr().err
+
+
+def test_check_says_how_many_rules_it_read(tmp_path, capsys):
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    for name in ("a", "b"):
+        (rules / f"{name}.yaml").write_text(
+            f"groups:\n  - name: {name}\n    rules:\n"
+            "      - {alert: X, kind: ome.stream, expr: present}\n"
+            "      - {alert: Y, kind: ome.stream, expr: not present}\n"
+        )
+    path = tmp_path / "streamwatch.yaml"
+    path.write_text(f"listen: 127.0.0.1:0\nstate_dir: {tmp_path}\nrule_files: [rules/*.yaml]\n")
+    assert main(["check", "-c", str(path)]) == 0
+    assert "4 rules in 2 files" in capsys.readouterr().out
+    path.write_text(f"listen: 127.0.0.1:0\nstate_dir: {tmp_path}\nrule_files: []\n")
+    assert main(["check", "-c", str(path)]) == 0
+    assert "0 rules in 0 files" in capsys.readouterr().out

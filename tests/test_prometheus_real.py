@@ -55,7 +55,7 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
     async with serve(sim.app()) as url:
         config = tmp_path / "streamwatch.yaml"
         config.write_text(
-            f"listen: 127.0.0.1:0\nstate_dir: {tmp_path / 'state'}\nsources:\n  ome:\n"
+            f"listen: 127.0.0.1:0\nstate_dir: {tmp_path / 'state'}\nrule_files: []\nsources:\n  ome:\n"
             f"    - {{name: origin, url: {url}, access_token: {TOKEN}, interval: 1s, "
             "expected_streams: [default/live/main, default/live/absent]}\n"
         )

@@ -56,7 +56,7 @@ async def test_metrics_reference_lists_exactly_the_exported_families(tmp_path):
         f.name if f.type == "gauge" else f.name.removesuffix("_total") + "_total" for f in FAMILIES
     }
     config = tmp_path / "streamwatch.yaml"
-    config.write_text(f"listen: 127.0.0.1:0\nstate_dir: {tmp_path}\n")
+    config.write_text(f"listen: 127.0.0.1:0\nstate_dir: {tmp_path}\nrule_files: []\n")
     daemon = Daemon(config)
     await daemon.start(serve=False, schedule=False)  # every component registers its metrics
     try:

@@ -182,6 +182,13 @@ class RuleGroup:
     rules: tuple[AlertingRule, ...]
 
 
+def describe_rules(groups: Sequence[RuleGroup]) -> str:
+    """`12 rules in 3 files`, as `check` and start-up say it."""
+    rules = sum(len(g.rules) for g in groups)
+    files = len({g.file for g in groups})
+    return f"{rules} rule{'s' if rules != 1 else ''} in {files} file{'s' if files != 1 else ''}"
+
+
 class RuleError(Exception):
     def __init__(self, problems: list[str]):
         super().__init__("\n".join(problems))
@@ -194,7 +201,7 @@ def expand_globs(patterns: Iterable[str]) -> tuple[list[str], list[str]]:
     empty: list[str] = []
     for pattern in patterns:
         found = sorted(glob.glob(pattern))
-        if not found and not glob.has_magic(pattern):
+        if not found:
             empty.append(pattern)
         files += [f for f in found if f not in files]
     return files, empty
@@ -203,7 +210,7 @@ def expand_globs(patterns: Iterable[str]) -> tuple[list[str], list[str]]:
 def load_rule_files(patterns: Sequence[str], *, kinds: Collection[str]) -> list[RuleGroup]:
     """Every rule file the globs name, compiled; `kinds` are the entity kinds a rule may name."""
     files, missing = expand_globs(patterns)
-    problems = [f"{p}: rule file not found" for p in missing]
+    problems = [f"{p}: no rule file matches this rule_files entry" for p in missing]
     groups: list[RuleGroup] = []
     seen: dict[str, str] = {}
     for file in files:
