@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from monitor.labels import Matcher
-from monitor.schema import Duration, Strict, validation_problems
+from monitor.schema import Duration, Strict, duration_between, validation_problems
 from monitor.sources.registry import upstreams
 from monitor.yamlfile import YamlError, load_yaml
 
@@ -80,14 +80,19 @@ class LogConfig(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+# Below 5 s one slow poll would page someone; a day is the longest that still means "down".
+SourceDownAfter = duration_between(5.0, 86400.0)
+UpToAWeek = duration_between(0.0, 7 * 86400.0)
+
+
 class AlertingConfig(Strict):
-    source_down_after: Duration = 60.0
-    resolved_retention: Duration = 900.0
+    source_down_after: SourceDownAfter = 60.0
+    resolved_retention: UpToAWeek = 900.0
 
 
 class ActionsConfig(Strict):
     dry_run: bool = False
-    cooldown: Duration = 300.0
+    cooldown: UpToAWeek = 300.0
 
 
 class NotifyConfig(Strict):

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from monitor.yamlfile import LoadedYaml, PathKey, format_path
 
@@ -51,6 +51,20 @@ def format_duration(seconds: float) -> str:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 PositiveDuration = Annotated[Duration, Field(gt=0)]
+
+
+def duration_between(low: float, high: float) -> Any:
+    """A Duration bounded to [low, high], refused with a message that names both bounds."""
+
+    def check(seconds: float) -> float:
+        if not low <= seconds <= high:
+            raise ValueError(
+                f"{format_duration(seconds)} is out of range: "
+                f"between {format_duration(low)} and {format_duration(high)}"
+            )
+        return seconds
+
+    return Annotated[float, BeforeValidator(parse_duration), AfterValidator(check)]
 
 
 class Strict(BaseModel):

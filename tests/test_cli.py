@@ -164,3 +164,15 @@ def test_check_says_how_many_rules_it_read(tmp_path, capsys):
     path.write_text(f"listen: 127.0.0.1:0\nstate_dir: {tmp_path}\nrule_files: []\n")
     assert main(["check", "-c", str(path)]) == 0
     assert "0 rules in 0 files" in capsys.readouterr().out
+
+
+def test_check_names_the_bounds_of_alerting_durations(tmp_path, capsys):
+    path = tmp_path / "streamwatch.yaml"
+    path.write_text(
+        f"state_dir: {tmp_path}\nrule_files: []\n"
+        "alerting: {source_down_after: 0s, resolved_retention: 30d}\n"
+    )
+    assert main(["check", "-c", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert ":3: alerting.source_down_after: 0s is out of range: between 5s and 1d" in err
+    assert "alerting.resolved_retention: 30d is out of range: between 0s and 7d" in err
