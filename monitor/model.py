@@ -114,11 +114,12 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class PollFailure:
-    """Why a poll failed: a short machine reason (a label value) and a human message that
-    carries no secret."""
+    """Why a poll failed: a short machine reason (the failure class, a label value), a human
+    message that carries no secret, and the vendor's error code ("" when none)."""
 
     reason: str
     message: str
+    code: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -315,7 +315,7 @@ async def test_exported_numbers_match_the_simulator(sim, sim_url, clock, caplog)
         values[
             (
                 "streamwatch_source_poll_errors_total",
-                (("kind", "ome"), ("reason", "http_5xx"), ("source", "origin-1")),
+                (("code", ""), ("kind", "ome"), ("reason", "http_5xx"), ("source", "origin-1")),
             )
         ]
         == 1

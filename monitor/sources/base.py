@@ -73,8 +73,9 @@ class SourceMetrics:
         )
         self.poll_errors = Counter(
             "streamwatch_source_poll_errors_total",
-            "Polls that failed, by failure class (and vendor error code after a colon).",
-            ["kind", "source", "reason"],
+            "Polls that failed, by failure class (reason) and the vendor's error code (code, "
+            "empty when none).",
+            ["kind", "source", "reason", "code"],
             registry=registry,
         )
         self.requests_throttled = Counter(

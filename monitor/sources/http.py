@@ -13,7 +13,10 @@ SourceError built from an upstream's words passes through the source's redactor.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import math
+import os
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -64,19 +67,27 @@ class SourceError(Exception):
         self.retry_after = retry_after
 
     @property
-    def label(self) -> str:
-        """The value of `streamwatch_source_poll_errors_total{reason}`: the class, and the
-        vendor's code after a colon when it sent one (`http_4xx:LIVE_EVENT_NOT_FOUND`). A code
-        that does not look like one (an upstream echoing text) is left out: label values
-        must stay a small set."""
+    def metric_code(self) -> str:
+        """The value of `streamwatch_source_poll_errors_total{code}`: the vendor's code, or ""
+        when it sent none. A code that does not look like one (an upstream echoing text) is
+        left out: label values must stay a small set."""
         if self.code and _CODE.fullmatch(self.code):
-            return f"{self.reason}:{self.code}"
-        return self.reason
+            return self.code
+        return ""
+
+    @property
+    def label(self) -> str:
+        """The class and the vendor's code after a colon when it sent one
+        (`http_4xx:LIVE_EVENT_NOT_FOUND`), for messages; the metric has them apart."""
+        code = self.metric_code
+        return f"{self.reason}:{code}" if code else self.reason
 
     def redact(self, redactor: Callable[[str], str]) -> SourceError:
         """Cut secrets out of this error's message (then cut it to MESSAGE_LIMIT) and drop a
         code that held one, in place; returns self."""
-        message = redactor(self.message)
+        # Text from an upstream may hold lone surrogates (undecodable bytes): escaped, so that a
+        # log line or an API answer can always be written as UTF-8.
+        message = redactor(self.message).encode("utf-8", "backslashreplace").decode("utf-8")
         if len(message) > MESSAGE_LIMIT:
             message = message[: MESSAGE_LIMIT - 3] + "..."
         self.message = message
@@ -100,12 +111,36 @@ def reason_for_status(status: int) -> str:
 
 
 def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a `Retry-After` header (the delta-seconds form); None when absent or not a
+    number. A value that is no sane delay (negative, `inf`, `nan`) is `math.inf`: whoever
+    honours it caps it (`max_retry_after`), so it cannot stop a source for good."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         return None
+    if not math.isfinite(seconds) or seconds < 0:
+        return math.inf
+    return seconds
+
+
+def _os_error_text(error: BaseException | None) -> str:
+    """`connection refused`, `name or service not known`: the OS's words for an error, lower
+    case, without the address Python appends to some of them."""
+    if error is None:
+        return "unknown error"
+    number = getattr(error, "errno", None)
+    if isinstance(number, int) and number > 0 and number in errno.errorcode:
+        text = os.strerror(number)
+    else:
+        text = getattr(error, "strerror", None) or type(error).__name__
+    return text[:1].lower() + text[1:]
+
+
+def _host_port(host: str, port: int | None) -> str:
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{port}" if port else host
 
 
 def classify_exception(exc: BaseException, what: str) -> SourceError:
@@ -115,11 +150,23 @@ def classify_exception(exc: BaseException, what: str) -> SourceError:
         return exc
     if isinstance(exc, TimeoutError | asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return SourceError(TIMEOUT, f"{what}: timed out")
-    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ServerDisconnectedError):
-        return SourceError(CONNECT, f"{what}: cannot connect ({type(exc).__name__})")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        where = _host_port(exc.host, exc.port)
+        return SourceError(CONNECT, f"{what}: cannot connect to {where}: certificate refused")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        # The host and port only: never the URL, which may carry credentials or a query.
+        where = _host_port(exc.host, exc.port)
+        os_error = getattr(exc, "os_error", None)
+        return SourceError(
+            CONNECT, f"{what}: cannot connect to {where}: {_os_error_text(os_error)}"
+        )
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return SourceError(CONNECT, f"{what}: the server closed the connection")
     if isinstance(exc, aiohttp.ClientPayloadError | json.JSONDecodeError | UnicodeDecodeError):
         return SourceError(BAD_RESPONSE, f"{what}: unreadable body ({type(exc).__name__})")
-    if isinstance(exc, aiohttp.ClientError | OSError):
+    if isinstance(exc, aiohttp.ClientOSError | OSError):
+        return SourceError(CONNECT, f"{what}: {_os_error_text(exc)}")
+    if isinstance(exc, aiohttp.ClientError):
         return SourceError(CONNECT, f"{what}: {type(exc).__name__}")
     return SourceError(BAD_RESPONSE, f"{what}: {type(exc).__name__}")
 

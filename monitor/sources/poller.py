@@ -111,7 +111,8 @@ class SourcePoller:
                 # so a hung poll fails and the next one starts on time instead of being skipped.
                 raise SourceError(TIMEOUT, f"poll did not finish within {deadline:g}s") from exc
         except SourceError as exc:
-            failure, retry_after = PollFailure(exc.label, exc.message), exc.retry_after
+            failure = PollFailure(exc.reason, exc.message, exc.metric_code)
+            retry_after = exc.retry_after
         except Exception as exc:  # a source bug must not kill the daemon
             if self.up is not False:  # the traceback once, not on every poll
                 log.exception("poll crashed", extra={"source": str(self.ref)})
@@ -129,14 +130,16 @@ class SourcePoller:
         self.metrics.poll_duration.labels(ref.kind, ref.name).observe(snapshot.duration)
         self.latest = snapshot
         if snapshot.failure is not None:
-            self.metrics.poll_errors.labels(ref.kind, ref.name, snapshot.failure.reason).inc()
+            failure = snapshot.failure
+            self.metrics.poll_errors.labels(ref.kind, ref.name, failure.reason, failure.code).inc()
             if self.up is not False:
                 log.warning(
                     "source down",
                     extra={
                         "source": str(ref),
-                        "reason": snapshot.failure.reason,
-                        "error": snapshot.failure.message,
+                        "reason": failure.reason,
+                        "code": failure.code,
+                        "error": failure.message,
                     },
                 )
                 self.down_since = snapshot.taken_at
