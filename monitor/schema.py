@@ -22,7 +22,10 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 60480
 def parse_duration(value: Any) -> float:
     """`"1m30s"` → 90.0. Bare numbers are refused: a unit-less interval is a typo waiting."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        raise ValueError(f"a duration needs a unit, like '{value}s'")
+        if value > 0:
+            raise ValueError(f"a duration needs a unit, like '{value}s'")
+        # No example: '0s' is refused by most durations' bounds.
+        raise ValueError("a duration needs a unit: ms, s, m, h or d")
     if not isinstance(value, str) or not value.strip():
         raise ValueError("expected a duration such as 500ms, 5s, 2m, 1h")
     text = value.strip()

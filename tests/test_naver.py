@@ -373,8 +373,8 @@ async def test_rate_limited_carries_retry_after(sim: NaverSim, source: NaverSour
 
 
 async def test_timeout(sim: NaverSim, base_url: str, clock: FakeClock) -> None:
-    sim.delay(30)  # released when the sim shuts down; the source gives up after 50 ms
-    source = make_source(base_url, clock, None, timeout="50ms")
+    sim.delay(30)  # released when the sim shuts down; the source gives up after 100 ms
+    source = make_source(base_url, clock, None, timeout="100ms")
     try:
         error = await poll_error(source)
     finally:

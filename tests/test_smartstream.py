@@ -342,7 +342,7 @@ async def test_429_is_rate_limited_with_retry_after_and_holds_the_budget(sim, cl
 
 async def test_timeout(sim, connect):
     sim.delay(0.3)
-    async with connect(timeout="50ms") as source:
+    async with connect(timeout="100ms") as source:
         with pytest.raises(SourceError) as info:
             await source.poll()
     assert info.value.label == "timeout"

@@ -141,3 +141,78 @@ async def test_a_connection_error_never_shows_the_query(clock):
     text = str(caught.value)
     assert f"cannot connect to 127.0.0.1:{port}: connection refused" in text
     assert "?" not in text and "limit=" not in text and "http://" not in text
+
+
+# -- item 18: every source's interval and timeout have bounds, and say them -------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"interval": "1ms"}, "interval: 1ms is out of range: between 1s and 1d"),
+        ({"interval": "2d"}, "interval: 2d is out of range: between 1s and 1d"),
+        ({"timeout": "1h"}, "timeout: 1h is out of range: between 100ms and 5m"),
+        ({"timeout": "10ms"}, "timeout: 10ms is out of range: between 100ms and 5m"),
+        ({"interval": 5}, "interval: a duration needs a unit, like '5s'"),
+        # Never a hint that the bounds then refuse: no '0s', no '0.5s' for an interval.
+        (
+            {"interval": 0},
+            "interval: a duration needs a unit (ms, s, m, h or d) and must be between 1s and 1d",
+        ),
+        (
+            {"interval": 0.5},
+            "interval: a duration needs a unit (ms, s, m, h or d) and must be between 1s and 1d",
+        ),
+        ({"max_retry_after": "0s"}, "max_retry_after: 0s is out of range: between 1s and 1d"),
+        (
+            {"max_poll_time": "2s", "timeout": "3s"},
+            "timeout (3s) must not exceed max_poll_time (2s)",
+        ),
+    ],
+)
+@pytest.mark.parametrize("kind", ["ome", "smartstream", "naver"])
+def test_source_durations_are_bounded_with_messages_that_say_the_bounds(kind, settings, message):
+    from pydantic import ValidationError
+
+    from monitor.schema import describe_error, error_path
+    from monitor.sources.registry import upstreams
+
+    required = {
+        "ome": {"url": "http://127.0.0.1:1", "access_token": "t"},
+        "smartstream": {"merchant_id": "m", "api_key": "k", "token": "t"},
+        "naver": {"access_key": "a", "secret_key": "s"},
+    }[kind]
+    model = {u.kind: u.config_model for u in upstreams()}[kind]
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate({"name": "n", **required, **settings})
+    said = [
+        ".".join(str(p) for p in error_path(e)) + ": " + describe_error(e)
+        if error_path(e)
+        else describe_error(e)
+        for e in caught.value.errors()
+    ]
+    assert any(message in line for line in said), said
+
+
+def test_a_bare_zero_is_never_told_to_be_0s():
+    from monitor.schema import parse_duration
+
+    with pytest.raises(ValueError) as caught:
+        parse_duration(0)
+    assert "'0s'" not in str(caught.value) and "unit" in str(caught.value)
+    with pytest.raises(ValueError, match="like '5s'"):
+        parse_duration(5)
+
+
+def test_source_duration_defaults_and_limits_are_accepted():
+    config = OmeSourceConfig(name="o", url="http://127.0.0.1:1", access_token="t")
+    assert (config.interval, config.timeout, config.max_retry_after, config.max_poll_time) == (
+        5.0,
+        3.0,
+        300.0,
+        None,
+    )
+    edge = OmeSourceConfig(
+        name="o", url="http://127.0.0.1:1", access_token="t", interval="1s", timeout="100ms"
+    )
+    assert (edge.interval, edge.timeout) == (1.0, 0.1)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from monitor.schema import PositiveDuration, Url
-from monitor.sources.settings import SourceConfig
+from monitor.schema import Url
+from monitor.sources.settings import Interval, SourceConfig, Timeout
 
 
 class NaverSourceConfig(SourceConfig):
@@ -13,8 +13,8 @@ class NaverSourceConfig(SourceConfig):
     access_key: SecretStr
     secret_key: SecretStr
     region: str = "KR"
-    interval: PositiveDuration = 30.0
-    timeout: PositiveDuration = 10.0
+    interval: Interval = 30.0
+    timeout: Timeout = 10.0
     page_size: int = Field(100, ge=1, le=100)
     callback_token: SecretStr | None = None
     events: bool = True

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
 
-from monitor.schema import PositiveDuration, Url
-from monitor.sources.settings import SourceConfig
+from monitor.schema import Url
+from monitor.sources.settings import Interval, SourceConfig, Timeout
 
 
 class OmeSourceConfig(SourceConfig):
     url: Url
     access_token: SecretStr
-    interval: PositiveDuration = 5.0
-    timeout: PositiveDuration = 3.0
+    interval: Interval = 5.0
+    timeout: Timeout = 3.0
     include: list[str] = Field(default_factory=lambda: ["*/*"])
     exclude: list[str] = Field(default_factory=list)
     expected_streams: list[str] = Field(default_factory=list)

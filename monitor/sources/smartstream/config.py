@@ -6,8 +6,8 @@ from typing import Annotated
 
 from pydantic import Field, SecretStr, model_validator
 
-from monitor.schema import PositiveDuration, Url
-from monitor.sources.settings import SourceConfig
+from monitor.schema import Url
+from monitor.sources.settings import Interval, SourceConfig, Timeout
 
 
 class SmartstreamSourceConfig(SourceConfig):
@@ -17,8 +17,8 @@ class SmartstreamSourceConfig(SourceConfig):
     token: SecretStr | None = None
     mail_address: str | None = None
     password: SecretStr | None = None
-    interval: PositiveDuration = 30.0
-    timeout: PositiveDuration = 10.0
+    interval: Interval = 30.0
+    timeout: Timeout = 10.0
     rate_limit: int = Field(50, ge=1, description="requests per minute, polls and actions together")
     page_size: int = Field(100, ge=1, le=1000)
     jobs: bool = True
