@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -13,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from monitor import __version__
 from monitor.alerting.rules import RuleError
@@ -34,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the daemon")
     run.add_argument("-c", "--config", required=True, type=Path, help="configuration file")
-    run.add_argument("--listen", help="override the config's listen address (HOST:PORT)")
+    run.add_argument(
+        "--listen", type=_listen_address, help="override the config's listen address (HOST:PORT)"
+    )
 
     check = commands.add_parser("check", help="validate the configuration and rule files")
     check.add_argument("-c", "--config", required=True, type=Path)
@@ -67,10 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     demo = commands.add_parser("demo", help="run the daemon against the built-in simulators")
-    demo.add_argument("--listen", default="127.0.0.1:9108")
+    demo.add_argument("--listen", type=_listen_address, default="127.0.0.1:9108")
     demo.add_argument("--state-dir", type=Path, help="default: a temporary directory")
     demo.add_argument("--duration", type=float, help="stop after this many seconds")
     return parser
+
+
+def _listen_address(value: str) -> str:
+    from monitor.config import check_listen
+
+    try:
+        return check_listen(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
+    except StartupError as exc:
+        print(f"streamwatch: cannot start: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 2
@@ -133,8 +150,10 @@ def cmd_check(path: Path) -> int:
         problems += exc.problems
     summary = ""
     if config is not None:
+        from monitor.store import Store
+
         summary, rule_problems = check_rules(config)
-        problems += rule_problems
+        problems += rule_problems + Store.check(config.state_dir)
     if problems:
         print(f"{path}: {len(problems)} problem(s):", file=sys.stderr)
         for problem in problems:
@@ -159,6 +178,25 @@ def check_rules(config: Config) -> tuple[str, list[str]]:
     return describe_rules(groups), []
 
 
+class StartupError(Exception):
+    """The daemon could not start; the message says what and how to fix it, in one line."""
+
+
+async def start_or_explain(daemon: Any, **kwargs: bool) -> None:
+    """daemon.start(), with what stops it (the port, the state file) said in one line."""
+    from monitor.store import StateError
+
+    try:
+        await daemon.start(**kwargs)
+    except StateError as exc:
+        raise StartupError(str(exc)) from None
+    except OSError as exc:
+        listen = daemon.listen_address
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        hint = " (is another streamwatch running?)" if exc.errno == errno.EADDRINUSE else ""
+        raise StartupError(f"cannot listen on {listen}: {reason.lower()}{hint}") from None
+
+
 async def cmd_run(path: Path, config: Config, listen: str | None) -> int:
     from monitor.daemon import Daemon
 
@@ -175,7 +213,7 @@ async def cmd_run(path: Path, config: Config, listen: str | None) -> int:
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
-    await daemon.start()
+    await start_or_explain(daemon)
     await stop.wait()
     log.info("stopping (signal received)")
     await daemon.stop()
@@ -184,14 +222,17 @@ async def cmd_run(path: Path, config: Config, listen: str | None) -> int:
 
 async def cmd_once(config: Config, path: Path, as_metrics: bool) -> int:
     from monitor.daemon import Daemon
-    from monitor.store import Store
+    from monitor.store import StateError, Store
 
     # A daemon may be running on the same config: `once` works on a copy of its state, so it
     # neither takes its NAVER events (marking them seen) nor writes its alerts.
     with tempfile.TemporaryDirectory(prefix="streamwatch-once-") as scratch:
-        Store.copy(config.state_dir, Path(scratch))
+        try:
+            Store.copy(config.state_dir, Path(scratch))
+        except StateError as exc:
+            raise StartupError(str(exc)) from None
         daemon = Daemon(path, config=config.model_copy(update={"state_dir": Path(scratch)}))
-        await daemon.start(serve=False, schedule=False)
+        await start_or_explain(daemon, serve=False, schedule=False)
         try:
             snapshots = await daemon.poll_all()
             # Rendered before stop(): stopping lets go of the sources and their snapshots.

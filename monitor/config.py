@@ -29,12 +29,14 @@ from monitor.sources.registry import upstreams
 from monitor.yamlfile import YamlError, load_yaml
 
 
-def _check_listen(value: Any) -> str:
+def check_listen(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9108, got {value!r}")
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or not port.isdigit():
         raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9108, got {value!r}")
+    if not 0 <= int(port) <= 65535:
+        raise ValueError(f"port {port} is out of range: 0..65535 (0 picks a free port)")
     return value
 
 
@@ -155,7 +157,7 @@ class SilenceConfig(Strict):
 
 
 class Config(Strict):
-    listen: Annotated[str, BeforeValidator(_check_listen)] = "127.0.0.1:9108"
+    listen: Annotated[str, BeforeValidator(check_listen)] = "127.0.0.1:9108"
     state_dir: Path = Path("/var/lib/streamwatch")
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
     # None (absent) is an error at load: a daemon without rules must say so (`rule_files: []`).

@@ -84,6 +84,10 @@ class Daemon:
         self._stopped = asyncio.Event()
         self._reload_lock = asyncio.Lock()
 
+    @property
+    def listen_address(self) -> str:
+        return self._listen_override or self.config.listen
+
     def pollers(self) -> Sequence[SourcePoller]:
         return self.sources.pollers() if self.sources is not None else []
 
@@ -189,8 +193,7 @@ class Daemon:
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
         try:
-            listen = self._listen_override or self.config.listen
-            host, _, port = listen.rpartition(":")
+            host, _, port = self.listen_address.rpartition(":")
             await web.TCPSite(runner, host.strip("[]"), int(port)).start()
             bound = runner.addresses[0]
             host = bound[0] if ":" not in bound[0] else f"[{bound[0]}]"

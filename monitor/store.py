@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -128,14 +129,58 @@ class StoredSilence:
 
 class Store:
     def __init__(self, path: Path | str):
+        """Open (or create) the state database. Raises StateError, naming the file and what
+        to do, when it cannot be used: a state_dir that is a file or not writable, an empty,
+        corrupt, foreign or too new state file."""
         self.path = Path(path)
         if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
+            _prepare(self.path)
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StateError(self.path, f"cannot open: {exc}") from None
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            _verify(self._db, self.path)
+            self._migrate()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StateError(self.path, _describe_sqlite(exc)) from None
+        except StateError:
+            self._db.close()
+            raise
+
+    @staticmethod
+    def check(state_dir: Path) -> list[str]:
+        """What would stop the daemon from using `state_dir`, without changing anything: for
+        `streamwatch check`, which the systemd unit runs before every start."""
+        state_dir = Path(state_dir)
+        path = state_dir / DB_NAME
+        if state_dir.exists() and not state_dir.is_dir():
+            return [f"state_dir {state_dir} exists and is not a directory"]
+        existing = next((p for p in (state_dir, *state_dir.parents) if p.exists()), None)
+        if existing is None or not os.access(existing, os.W_OK | os.X_OK):
+            return [f"state_dir {state_dir}: not writable by this user ({existing})"]
+        if not path.exists():
+            return []
+        if path.stat().st_size == 0:
+            return [str(StateError(path, _EMPTY))]
+        try:
+            # immutable: a read that creates no -wal/-shm files beside a stopped daemon's state.
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+        except sqlite3.Error as exc:
+            return [str(StateError(path, f"cannot open: {exc}"))]
+        try:
+            _verify(db, path)
+        except StateError as exc:
+            return [str(exc)]
+        except sqlite3.Error as exc:
+            return [str(StateError(path, _describe_sqlite(exc)))]
+        finally:
+            db.close()
+        return []
 
     def limit_size(self, max_bytes: int | None) -> None:
         """Cap the database at about `max_bytes` (None: no cap). A write past it fails as on a
@@ -157,6 +202,9 @@ class Store:
         source = Path(state_dir) / DB_NAME
         if not source.exists():
             return
+        problems = Store.check(Path(state_dir))
+        if problems:
+            raise StateError(source, problems[0].split(": ", 1)[-1])
         original = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
         try:
             target = sqlite3.connect(str(Path(into) / DB_NAME))
@@ -164,6 +212,8 @@ class Store:
                 original.backup(target)
             finally:
                 target.close()
+        except sqlite3.Error as exc:
+            raise StateError(source, _describe_sqlite(exc)) from None
         finally:
             original.close()
 
@@ -173,11 +223,6 @@ class Store:
 
     def _migrate(self) -> None:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
-        if version > len(MIGRATIONS):
-            raise RuntimeError(
-                f"{self.path}: state schema version {version} is newer than this streamwatch "
-                f"knows ({len(MIGRATIONS)}); refusing to touch it"
-            )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             with self.transaction():
                 for statement in filter(str.strip, script.split(";")):
@@ -417,3 +462,59 @@ class Store:
 
     def delete_silences_ended_before(self, ended_before: float) -> int:
         return self._db.execute("DELETE FROM silence WHERE ends_at < ?", (ended_before,)).rowcount
+
+
+class StateError(Exception):
+    """The state database cannot be used; the message names the file and the way out."""
+
+    def __init__(self, path: Path, problem: str):
+        super().__init__(f"state file {path}: {problem}")
+        self.path = path
+
+
+_EMPTY = (
+    "is empty (0 bytes), so its alerts, silences and event cursors are lost (a full disk?); "
+    "move it away to start with empty state"
+)
+_MOVE_AWAY = "move it away to start with empty state, or restore it from a backup"
+
+
+def _prepare(path: Path) -> None:
+    directory = path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise StateError(path, f"state_dir {directory} exists and is not a directory") from None
+    except OSError as exc:
+        raise StateError(path, f"cannot create state_dir {directory}: {exc.strerror}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StateError(path, f"state_dir {directory} is not writable by this user")
+    if path.exists() and path.stat().st_size == 0:
+        raise StateError(path, _EMPTY)
+
+
+def _verify(db: sqlite3.Connection, path: Path) -> None:
+    """Ours, readable and not from a newer streamwatch; raises StateError otherwise."""
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version > len(MIGRATIONS):
+        raise StateError(
+            path,
+            f"schema version {version} is newer than this streamwatch knows "
+            f"({len(MIGRATIONS)}); run the newer streamwatch, or {_MOVE_AWAY}",
+        )
+    if version == 0:
+        tables = db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()
+        if tables[0]:
+            raise StateError(path, f"is an SQLite database of something else; {_MOVE_AWAY}")
+    (verdict,) = db.execute("PRAGMA quick_check").fetchone()
+    if verdict != "ok":
+        raise StateError(path, f"is damaged ({verdict}); {_MOVE_AWAY}")
+
+
+def _describe_sqlite(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return f"is not a readable SQLite database ({text}); {_MOVE_AWAY}"
+    if "readonly" in text or "unable to open" in text:
+        return f"cannot be written ({text}); check the permissions of the file and state_dir"
+    return text
