@@ -8,6 +8,7 @@ import errno
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -19,6 +20,7 @@ from typing import Any
 
 from monitor import __version__
 from monitor.alerting.rules import RuleError
+from monitor.alerting.transitions import iso
 from monitor.config import Config, ConfigError, load_config
 from monitor.logs import setup_logging
 from monitor.sources import ENTITY_KINDS
@@ -46,11 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     once = commands.add_parser("once", help="poll every source once and print what was seen")
     once.add_argument("-c", "--config", required=True, type=Path)
-    once.add_argument("--metrics", action="store_true", help="print the /metrics text instead")
+    shown = once.add_mutually_exclusive_group()
+    shown.add_argument("--metrics", action="store_true", help="print the /metrics text instead")
+    shown.add_argument("--json", action="store_true", help="print one JSON object per entity")
 
     alerts = commands.add_parser("alerts", help="print the current alerts of a running daemon")
-    alerts.add_argument("-c", "--config", required=True, type=Path)
-    alerts.add_argument("--url", help="daemon base URL (default: from the config's listen)")
+    alerts.add_argument("-c", "--config", type=Path, help="read the daemon's listen from here")
+    alerts.add_argument("--url", help="daemon base URL, e.g. http://127.0.0.1:9108")
 
     simulate = commands.add_parser(
         "simulate", help="run only the simulators; print their URLs and a sources: block"
@@ -98,9 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(cmd_run(args.config, config, args.listen))
         if args.command == "once":
             setup_logging("logfmt", "warning")
-            return asyncio.run(cmd_once(load_config(args.config), args.config, args.metrics))
+            config = load_config(args.config)
+            return asyncio.run(cmd_once(config, args.config, args.metrics, args.json))
         if args.command == "alerts":
-            return cmd_alerts(load_config(args.config), args.url)
+            return cmd_alerts(args.config, args.url)
         if args.command == "simulate":
             setup_logging("logfmt", "info")
             from monitor.demo import Credentials, run_simulators
@@ -220,7 +225,7 @@ async def cmd_run(path: Path, config: Config, listen: str | None) -> int:
     return 0
 
 
-async def cmd_once(config: Config, path: Path, as_metrics: bool) -> int:
+async def cmd_once(config: Config, path: Path, as_metrics: bool, as_json: bool = False) -> int:
     from monitor.daemon import Daemon
     from monitor.store import StateError, Store
 
@@ -242,50 +247,89 @@ async def cmd_once(config: Config, path: Path, as_metrics: bool) -> int:
     if as_metrics:
         sys.stdout.write(text)
     else:
-        print_entities(snapshots)
+        print_entities(snapshots, as_json)
     return 0 if all(s.ok for s in snapshots) else 1
 
 
-def print_entities(snapshots: Sequence) -> None:
+_TIME_FIELDS = re.compile(r"(_at|_time|^timestamp|^last_recv|^last_sent|^last_updated|_since)$")
+
+
+def print_entities(snapshots: Sequence, as_json: bool = False) -> None:
+    """One line per entity: a table whose last column holds every field, or JSON lines."""
+    if as_json:
+        for snapshot in snapshots:
+            if snapshot.failure is not None:
+                failure = {"reason": snapshot.failure.reason, "message": snapshot.failure.message}
+                print(json.dumps({"source": str(snapshot.source), "failure": failure}))
+                continue
+            for entity in snapshot.entities:
+                line = {
+                    "source": str(snapshot.source),
+                    "kind": entity.kind,
+                    "labels": dict(entity.labels),
+                    "fields": _plain(entity.fields),
+                }
+                print(json.dumps(line, sort_keys=True))
+        return
     rows = [("SOURCE", "KIND", "IDENTITY", "FIELDS")]
     for snapshot in snapshots:
         if snapshot.failure is not None:
-            rows.append(
-                (
-                    str(snapshot.source),
-                    "-",
-                    "POLL FAILED",
-                    f"{snapshot.failure.reason}: {snapshot.failure.message}",
-                )
-            )
+            failure = f"{snapshot.failure.reason}: {snapshot.failure.message}"
+            rows.append((str(snapshot.source), "-", "POLL FAILED", failure))
             continue
         for entity in snapshot.entities:
             identity = "/".join(v for k, v in entity.labels.items() if k != "server")
             fields = " ".join(
-                f"{k}={_short(v)}"
+                f"{k}={_readable(k, v)}"
                 for k, v in entity.fields.items()
                 if v is not None and k != "present"
             )
             if not entity.present:
                 fields = "present=false"
-            rows.append((str(snapshot.source), entity.kind, identity, fields[:160]))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+            rows.append((str(snapshot.source), entity.kind, identity, fields))
+    print_table(rows)
+
+
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    """Columns aligned to their widest cell; the last column is left as long as it is."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]).rstrip())
 
 
-def _short(value: object) -> str:
+def _readable(name: str, value: object) -> str:
     if isinstance(value, tuple):
-        return f"[{len(value)}]"
+        return "[" + "; ".join(_readable("", item) for item in value) + "]"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float) and _TIME_FIELDS.search(name) and value > 0:
+        return iso(float(value)) or str(value)
     if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, dict) or hasattr(value, "items"):
-        return ",".join(f"{k}:{_short(v)}" for k, v in value.items() if v)  # type: ignore[union-attr]
-    return str(value)
+        return f"{value:g}" if abs(value) < 1e15 else repr(value)
+    if hasattr(value, "items"):
+        return "{" + ",".join(f"{k}:{_readable(k, v)}" for k, v in value.items()) + "}"  # type: ignore[union-attr]
+    text = str(value)
+    return json.dumps(text) if (" " in text or not text) else text
 
 
-def cmd_alerts(config: Config, url: str | None) -> int:
-    base = url or f"http://{config.listen}"
+def _plain(value: Any) -> Any:
+    if hasattr(value, "items"):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def cmd_alerts(config_path: Path | None, url: str | None) -> int:
+    """The running daemon's alerts. Only `listen` is read from the config (no secrets, no
+    environment), and not even that with --url."""
+    if url is None:
+        if config_path is None:
+            print("streamwatch: alerts needs --url or -c", file=sys.stderr)
+            return 2
+        url = f"http://{_listen_of(config_path)}"
+    base = url.rstrip("/")
     try:
         with urllib.request.urlopen(f"{base}/api/v1/alerts", timeout=5) as response:
             body = json.load(response)
@@ -294,13 +338,35 @@ def cmd_alerts(config: Config, url: str | None) -> int:
         return 1
     alerts = body.get("data", [])
     if not alerts:
-        print("no active alerts")
+        print("no alerts")
         return 0
-    print(f"{'STATE':10} {'SINCE':20} {'ALERT':32} LABELS")
+    rows = [("STATE", "SINCE", "ALERT", "SUMMARY", "LABELS")]
     for alert in alerts:
         labels = alert.get("labels", {})
-        name = labels.get("alertname", "?")
-        shown = ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "alertname")
         state = alert.get("state", "?") + (" (silenced)" if alert.get("silenced") else "")
-        print(f"{state:10} {alert.get('startsAt') or alert.get('activeAt')!s:20} {name:32} {shown}")
+        summary = str(alert.get("annotations", {}).get("summary", ""))
+        if len(summary) > 80:
+            summary = summary[:79] + "…"
+        rows.append(
+            (
+                state,
+                str(alert.get("startsAt") or alert.get("activeAt") or "-"),
+                str(labels.get("alertname", "?")),
+                summary or "-",
+                ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "alertname"),
+            )
+        )
+    print_table(rows)
     return 0
+
+
+def _listen_of(config_path: Path) -> str:
+    from monitor.yamlfile import load_yaml
+
+    data = load_yaml(config_path, interpolate_env=False).data or {}
+    listen = data.get("listen", "127.0.0.1:9108") if isinstance(data, dict) else "127.0.0.1:9108"
+    host, _, port = str(listen).rpartition(":")
+    # A daemon listening on every address is reached on loopback.
+    if host in ("0.0.0.0", "", "[::]", "::"):
+        host = "127.0.0.1"
+    return f"{host}:{port}"

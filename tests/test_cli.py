@@ -48,6 +48,27 @@ async def test_once_prints_entities_and_metrics(tmp_path, capsys):
     )
     assert "POLL FAILED" in failed and "unauthorized" in failed
     assert TOKEN not in table + metrics + failed
+    main_line = next(line for line in table.splitlines() if "live/main" in line)
+    assert "created_at=20" in main_line and "e+09" not in main_line, "times are readable"
+    assert "tracks=[" in main_line and len(main_line) > 160, "every field, in full"
+
+
+async def test_once_json_prints_one_object_per_entity(tmp_path, capsys):
+    sim = OmeSim(TOKEN, clock=time.time)
+    sim.add_stream("default/live/main", bitrate=1_000_000)
+    async with serve(sim.app()) as url:
+        path = config_for(tmp_path, url)
+        assert await asyncio.to_thread(main, ["once", "-c", str(path), "--json"]) == 0
+    import json
+
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    stream = next(
+        line
+        for line in lines
+        if line["kind"] == "ome.stream" and line["labels"]["stream"] == "main"
+    )
+    assert stream["source"] == "ome/origin"
+    assert stream["fields"]["video_bitrate"] > 0 and isinstance(stream["fields"]["tracks"], list)
 
 
 async def test_alerts_command_reads_the_running_daemon(tmp_path, capsys):
@@ -56,19 +77,28 @@ async def test_alerts_command_reads_the_running_daemon(tmp_path, capsys):
         path = config_for(tmp_path, url)
         rules = tmp_path / "rules.yaml"
         rules.write_text(
-            "groups:\n  - name: g\n    rules:\n      - {alert: Missing, kind: ome.stream, expr: not present}\n"
+            "groups:\n  - name: g\n    rules:\n      - {alert: Missing, kind: ome.stream, expr: not present,"
+            " annotations: {summary: '{{ stream }} is not there'}}\n"
         )
         path.write_text(path.read_text().replace("rule_files: []", f"rule_files: [{rules}]"))
         daemon = Daemon(path)
         await daemon.start(schedule=False)
         try:
             await daemon.poll_all()
-            code = await asyncio.to_thread(main, ["alerts", "-c", str(path), "--url", daemon.url])
+            # No config needed with --url (it holds secrets the caller may not have).
+            code = await asyncio.to_thread(main, ["alerts", "--url", daemon.url])
         finally:
             await daemon.stop()
-    out = capsys.readouterr().out
+    header, *lines = capsys.readouterr().out.splitlines()
     assert code == 0
-    assert "firing" in out and "Missing" in out and "stream=ghost" in out and "stream=main" in out
+    assert header.split() == ["STATE", "SINCE", "ALERT", "SUMMARY", "LABELS"]
+    ghost, main_ = sorted(lines, key=lambda line: "main" in line)
+    for line in (ghost, main_):
+        assert line.split()[0] == "firing" and line.split()[2] == "Missing"
+    assert "ghost is not there" in ghost and "stream=ghost" in ghost
+    assert "main is not there" in main_ and "stream=main" in main_
+    assert ghost.index("ghost is not there") == header.index("SUMMARY"), "columns line up"
+    assert ghost.index("app=live") == main_.index("app=live") == header.index("LABELS")
 
 
 def test_alerts_command_without_a_daemon_fails_clearly(tmp_path, capsys, unused_tcp_port):
