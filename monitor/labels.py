@@ -4,6 +4,10 @@ Regular expressions are compiled once and anchored at both ends, as in Alertmana
 `pkg/labels/matcher.go`, so `stream=~"test"` does not match `latest`. They are RE2 (Go's and
 Alertmanager's syntax), which runs in linear time: a matcher from the API cannot backtrack the
 daemon to a halt. A value is at most MAX_VALUE characters.
+
+`compile_re2` is the one place a regex is compiled, for matchers and for rule expressions'
+`matches()`: a construct RE2 refuses (lookaround, backreferences, possessive quantifiers) is an
+error that names it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,71 @@ Op = Literal["=", "!=", "=~", "!~"]
 MAX_VALUE = 4096
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False  # the error goes to the caller, not to stderr
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class Regex:
+    """A compiled RE2 pattern, matched against the whole string."""
+
+    __slots__ = ("_compiled", "pattern")
+
+    def __init__(self, pattern: str, compiled: Any):
+        self.pattern = pattern
+        self._compiled = compiled
+
+    def fullmatch(self, text: str) -> bool:
+        if not isinstance(text, str):
+            raise TypeError(f"a regex matches strings, not {type(text).__name__}")
+        try:
+            return self._compiled.fullmatch(text) is not None
+        except UnicodeEncodeError:  # a lone surrogate; RE2 reads UTF-8 only
+            return self._compiled.fullmatch(_SURROGATE.sub("\ufffd", text)) is not None
+
+    def __repr__(self) -> str:
+        return f"Regex({self.pattern!r})"
+
+
+# What RE2's terse message ("invalid perl operator: (?<=") is about, by the token it names.
+_REFUSED = {
+    "(?=": "lookahead (?=...)",
+    "(?!": "negative lookahead (?!...)",
+    "(?<=": "lookbehind (?<=...)",
+    "(?<!": "negative lookbehind (?<!...)",
+    "(?>": "atomic group (?>...)",
+    "(?#": "comment group (?#...)",
+    "\\k": "named backreference \\k<name>",
+    "\\G": "\\G (continue at the last match)",
+    "\\Z": "\\Z",
+    "*+": "possessive quantifier *+",
+    "++": "possessive quantifier ++",
+    "?+": "possessive quantifier ?+",
+}
+
+
+def compile_re2(pattern: str) -> Regex:
+    """Compile `pattern` with RE2 (linear-time matching, Go's and Alertmanager's syntax).
+    Raises ValueError with a message naming what RE2 refuses."""
+    if not isinstance(pattern, str):
+        raise TypeError(f"a regex must be a string, not {type(pattern).__name__}")
+    try:
+        return Regex(pattern, re2.compile(pattern, _RE2_OPTIONS))
+    except re2.error as exc:
+        raise ValueError(_explain(pattern, _re2_message(exc))) from None
+    except UnicodeEncodeError:
+        raise ValueError("the regex is not valid Unicode (a lone surrogate)") from None
+
+
+def _explain(pattern: str, message: str) -> str:
+    token = message.rpartition(": ")[2]
+    construct = _REFUSED.get(token)
+    if construct is None and token == "(?P" and "(?P=" in pattern:
+        construct = "named backreference (?P=name)"
+    if construct is None and re.fullmatch(r"\\[1-9]", token):
+        construct = f"backreference {token}"
+    if construct is None:
+        return message
+    return f"{construct} is not supported by RE2, which matches in linear time ({message})"
+
 
 _MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$", re.S)
 
@@ -30,7 +99,7 @@ class Matcher:
     name: str
     op: Op
     value: str
-    _regex: Any = field(default=None, compare=False, repr=False)  # a compiled re2 pattern
+    _regex: Regex | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def make(cls, name: str, op: Op, value: str) -> Matcher:
@@ -39,11 +108,9 @@ class Matcher:
         regex = None
         if op in ("=~", "!~"):
             try:
-                regex = re2.compile(f"^(?:{value})$", _RE2_OPTIONS)
-            except re2.error as exc:
-                raise ValueError(
-                    f"matcher {name}{op}{value!r}: invalid regex: {_re2_message(exc)}"
-                ) from None
+                regex = compile_re2(value)
+            except ValueError as exc:
+                raise ValueError(f"matcher {name}{op}{value!r}: invalid regex: {exc}") from None
         return cls(name, op, value, regex)
 
     @classmethod
@@ -89,7 +156,7 @@ class Matcher:
         if self.op == "!=":
             return value != self.value
         assert self._regex is not None
-        found = self._regex.match(value) is not None
+        found = self._regex.fullmatch(value)
         return found if self.op == "=~" else not found
 
     def __str__(self) -> str:
@@ -101,5 +168,5 @@ def matches_all(matchers: tuple[Matcher, ...] | list[Matcher], labels: Mapping[s
 
 
 def _re2_message(exc: Exception) -> str:
-    text = str(exc.args[0] if exc.args else exc)
-    return text[2:-1] if text.startswith(("b'", 'b"')) else text
+    arg = exc.args[0] if exc.args else exc
+    return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)

@@ -25,7 +25,9 @@ Grammar (a subset of Python expressions)
   increase is then the current value (as Prometheus does). `delta(f)` is current - previous,
   `changed(f)` is current != previous (nulls compared as values). All three are unknown on the
   first snapshot. `matches` takes a string literal, compiled at load and matched in full (like
-  PromQL's anchored `=~`).
+  PromQL's anchored `=~`). It is RE2 syntax (Go's, PromQL's and Alertmanager's), matched in
+  linear time, so no pattern can stall an evaluation; what RE2 refuses (lookaround,
+  backreferences) is a load error that names the construct.
 - Rejected at load, with a message and a column: attribute access, subscripts, names starting
   with `_`, calls of anything but the functions above (including calls of call results), keyword
   or star arguments, lambdas, comprehensions, f-strings, `:=`, sets, dicts, list/tuple literals
@@ -47,12 +49,12 @@ from __future__ import annotations
 import ast
 import io
 import operator
-import re
 import tokenize
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from monitor.labels import compile_re2
 from monitor.model import FieldValue
 
 __all__ = [
@@ -968,14 +970,14 @@ class _Compiler:
         if not (isinstance(pattern_node, ast.Constant) and isinstance(pattern_node.value, str)):
             raise self.error(pattern_node, "matches() needs a string literal as its regex")
         try:
-            pattern = re.compile(pattern_node.value)
-        except re.error as exc:
+            pattern = compile_re2(pattern_node.value)
+        except ValueError as exc:
             raise self.error(pattern_node, f"bad regex {pattern_node.value!r}: {exc}") from None
         s = self.plain(subject)
         fullmatch, f = pattern.fullmatch, s.fn
 
         def matches(ctx: EvalContext) -> bool:
-            return fullmatch(f(ctx)) is not None
+            return fullmatch(f(ctx))
 
         return self.fold(node, matches, s)
 
