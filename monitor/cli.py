@@ -204,9 +204,11 @@ async def start_or_explain(daemon: Any, **kwargs: bool) -> None:
 
 async def cmd_run(path: Path, config: Config, listen: str | None) -> int:
     from monitor.daemon import Daemon
+    from monitor.listener import FdExhaustionFilter
 
     daemon = Daemon(path, config=config, listen=listen)
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(FdExhaustionFilter())
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)

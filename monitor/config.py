@@ -71,6 +71,13 @@ SourcesConfig: type[_Sources] = create_model(
 )
 
 
+class HttpConfig(Strict):
+    """Bounds of the HTTP listener against slow and numerous clients (monitor/listener.py)."""
+
+    max_connections: Annotated[int, Field(ge=8, le=65536)] = 256
+    idle_timeout: duration_between(1.0, 3600.0) = 15.0  # type: ignore[valid-type]
+
+
 class ApiConfig(Strict):
     token: SecretStr | None = Field(
         None, description="bearer token for state-changing HTTP API calls; unset = they are refused"
@@ -167,6 +174,7 @@ class Config(Strict):
     silences: list[SilenceConfig] = Field(default_factory=list)
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
     @property

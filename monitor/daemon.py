@@ -30,6 +30,7 @@ from monitor.alerting.silences import MaintenanceWindow, Silencer
 from monitor.config import Config, ConfigError, SilenceConfig, load_config
 from monitor.export import Exporter
 from monitor.labels import Matcher
+from monitor.listener import BoundedSite, dropped_counter
 from monitor.model import Snapshot
 from monitor.outbox import Consumer, Outbox
 from monitor.pipeline import Pipeline
@@ -73,6 +74,7 @@ class Daemon:
         self.source_metrics = SourceMetrics(self.registry)
         self._reload_ok, self._reload_time = _reload_gauges(self.registry)
         self.callback_requests = callback_counter(self.registry)
+        self._connections_dropped = dropped_counter(self.registry)
         self.sources: SourceManager | None = None
         self.exporter = Exporter(self.registry, self.pollers)
         self.engine: AlertEngine | None = None
@@ -190,11 +192,23 @@ class Daemon:
     async def _http(self, views: Views) -> AsyncIterator[str]:
         app = build_app(views)
         # No access log: a callback URL carries its token in the path.
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handler_cancellation=True,
+            keepalive_timeout=self.config.http.idle_timeout,
+        )
         await runner.setup()
         try:
             host, _, port = self.listen_address.rpartition(":")
-            await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+            site = BoundedSite(
+                runner,
+                host.strip("[]"),
+                int(port),
+                max_connections=self.config.http.max_connections,
+                dropped=self._connections_dropped,
+            )
+            await site.start()
             bound = runner.addresses[0]
             host = bound[0] if ":" not in bound[0] else f"[{bound[0]}]"
             yield f"http://{host}:{bound[1]}"
