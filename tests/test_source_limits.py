@@ -216,3 +216,198 @@ def test_source_duration_defaults_and_limits_are_accepted():
         name="o", url="http://127.0.0.1:1", access_token="t", interval="1s", timeout="100ms"
     )
     assert (edge.interval, edge.timeout) == (1.0, 0.1)
+
+
+# -- item 1: a Retry-After defers a source for at most max_retry_after ------------------------
+
+
+def capped(registry: CollectorRegistry, kind: str, source: str) -> float:
+    value = registry.get_sample_value(
+        "streamwatch_source_retry_after_capped_total", {"kind": kind, "source": source}
+    )
+    return value or 0.0
+
+
+async def test_a_huge_retry_after_defers_polling_for_max_retry_after_only(clock, caplog):
+    from monitor.sim.ome import OmeSim
+
+    registry = CollectorRegistry()
+    sim = OmeSim(OME_TOKEN, clock=clock)
+    sim.add_stream("default/live/main")
+    sim.fail(503, retry_after=99_999_999)
+    async with serve(sim.app()) as url:
+        source = ome_source(url, clock, registry, max_retry_after="2m")
+        poller = SourcePoller(source, source.context.metrics, clock=clock)
+        try:
+            failed = await poller.refresh()
+            assert failed is not None and failed.failure is not None
+            assert poller.not_before == clock.now + 120
+            clock.advance(119)
+            assert await poller.refresh() is None  # still deferred
+            clock.advance(1)
+            recovered = await poller.refresh()
+        finally:
+            await source.close()
+    assert recovered is not None and recovered.ok
+    assert capped(registry, "ome", "origin") == 1
+    (record,) = [r for r in caplog.records if r.getMessage() == "retry-after capped"]
+    assert (record.source, record.retry_after, record.capped_to_s) == (
+        "ome/origin",
+        "99999999.0",
+        120.0,
+    )
+
+
+@pytest.mark.parametrize("header", ["inf", "nan", "-5", "1e400", "99999999"])
+def test_retry_after_values_that_are_no_sane_delay_are_unbounded_until_capped(header):
+    import math
+
+    from monitor.sources.http import parse_retry_after
+
+    seconds = parse_retry_after(header)
+    assert seconds is not None and seconds > 86400
+    assert parse_retry_after("120") == 120 and math.isinf(parse_retry_after("inf"))
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+class Deferring(OmeSource):
+    """An OME source whose poll fails with whatever Retry-After the test sets."""
+
+    retry_after: float = 0.0
+
+    async def poll(self):
+        raise SourceError("http_5xx", "busy", retry_after=self.retry_after)
+
+
+@pytest.mark.parametrize("retry_after", [float("inf"), float("nan"), -1.0, 1e12])
+async def test_the_poller_caps_any_deferral_that_is_no_sane_delay(clock, retry_after):
+    registry = CollectorRegistry()
+    config = OmeSourceConfig(name="origin", url="http://127.0.0.1:1", access_token="t")
+    source = Deferring(config, SourceContext(metrics=SourceMetrics(registry), clock=clock))
+    source.retry_after = retry_after
+    poller = SourcePoller(source, source.context.metrics, clock=clock)
+    await poller.refresh()
+    assert poller.not_before == clock.now + 300  # the default max_retry_after, 5m
+    assert capped(registry, "ome", "origin") == 1
+    source.retry_after = 30.0
+    clock.advance(300)
+    await poller.refresh()
+    assert poller.not_before == clock.now + 30  # a sane one is honoured as sent
+    assert capped(registry, "ome", "origin") == 1
+
+
+async def test_a_smartstream_429_holds_the_budget_for_max_retry_after_at_most(clock):
+    registry = CollectorRegistry()
+    sim = smartstream_sim(clock)
+    sim.fail(429, code="TOO_MANY_REQUESTS", retry_after=99_999_999)
+    async with serve(sim.app()) as url:
+        source = smartstream_source(url, clock, registry, max_retry_after="1m")
+        try:
+            with pytest.raises(SourceError) as caught:
+                await source.poll()
+        finally:
+            await source.close()
+    assert caught.value.reason == "rate_limited"
+    assert 0 < source.bucket.wait_time() <= 60
+
+
+# -- item 6: a new cause while down is said once ----------------------------------------------
+
+
+async def test_a_changed_failure_cause_while_down_is_logged_once(clock, caplog):
+    from monitor.sim.ome import OmeSim
+
+    sim = OmeSim(OME_TOKEN, clock=clock)
+    sim.add_stream("default/live/main")
+    registry = CollectorRegistry()
+    async with serve(sim.app()) as url:
+        source = ome_source(url, clock, registry)
+        poller = SourcePoller(source, source.context.metrics, clock=clock)
+        try:
+            sim.fail(500, count=2)
+            await poller.refresh()
+            clock.advance(5)
+            await poller.refresh()  # the same cause: nothing new to say
+            sim.unauthorized(count=2)
+            clock.advance(5)
+            await poller.refresh()
+            clock.advance(5)
+            await poller.refresh()
+        finally:
+            await source.close()
+    said = [
+        (r.getMessage(), r.reason, getattr(r, "previous_reason", None))
+        for r in caplog.records
+        if r.getMessage() in ("source down", "source failure changed")
+    ]
+    assert said == [
+        ("source down", "http_5xx", None),
+        ("source failure changed", "unauthorized", "http_5xx"),
+    ]
+
+
+# -- item 3: a slow poll is not a down upstream -------------------------------------------------
+
+
+async def test_a_poll_longer_than_its_interval_succeeds_and_stretches_the_interval(clock, caplog):
+    from monitor.sim.ome import OmeSim
+
+    sim = OmeSim(OME_TOKEN, clock=clock)
+    for name in ("a", "b", "c"):
+        sim.add_stream(f"default/live/{name}")
+    # Every request answers within its timeout, but the poll (about 9 requests in a row) takes
+    # longer than interval + timeout, the whole-poll deadline before.
+    sim.delay(0.15, count=None, path="/v1/*")
+    registry = CollectorRegistry()
+    async with serve(sim.app()) as url:
+        source = ome_source(url, clock, registry, interval="1s", timeout="200ms")
+        poller = SourcePoller(source, source.context.metrics, clock=clock)
+        try:
+            snapshot = await poller.refresh()
+        finally:
+            await source.close()
+    assert snapshot is not None and snapshot.ok, snapshot
+    assert snapshot.duration > source.interval + source.timeout
+    assert source.poll_deadline == 10.0  # max(interval + timeout, 10 x interval)
+    gauge = registry.get_sample_value(
+        "streamwatch_source_effective_interval_seconds", {"kind": "ome", "source": "origin"}
+    )
+    assert gauge is not None and gauge >= 2.0 and gauge == poller.effective_interval
+    (record,) = [r for r in caplog.records if r.getMessage() == "effective interval stretched"]
+    assert record.cause == "slow_poll" and record.interval_s == 1.0
+
+
+async def test_max_poll_time_still_ends_a_poll_that_goes_on(clock):
+    from monitor.sim.ome import OmeSim
+
+    sim = OmeSim(OME_TOKEN, clock=clock)
+    for name in ("a", "b", "c"):
+        sim.add_stream(f"default/live/{name}")
+    sim.delay(0.15, count=None, path="/v1/*")
+    registry = CollectorRegistry()
+    async with serve(sim.app()) as url:
+        source = ome_source(
+            url, clock, registry, interval="1s", timeout="200ms", max_poll_time="1s"
+        )
+        poller = SourcePoller(source, source.context.metrics, clock=clock)
+        try:
+            snapshot = await poller.refresh()
+        finally:
+            await source.close()
+    assert snapshot is not None and snapshot.failure is not None
+    assert (snapshot.failure.reason, snapshot.failure.message) == (
+        "timeout",
+        "poll did not finish within 1s",
+    )
+
+
+def test_every_source_exports_its_effective_interval_from_the_start(clock):
+    registry = CollectorRegistry()
+    source = ome_source("http://127.0.0.1:1", clock, registry, interval="7s")
+    SourcePoller(source, source.context.metrics, clock=clock)
+    assert (
+        registry.get_sample_value(
+            "streamwatch_source_effective_interval_seconds", {"kind": "ome", "source": "origin"}
+        )
+        == 7.0
+    )

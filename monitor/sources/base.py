@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel
 
 from monitor.model import Entity, SourceRef
@@ -30,6 +30,7 @@ from monitor.sources.http import (
     parse_retry_after,
     reason_for_status,
 )
+from monitor.sources.settings import DEFAULT_MAX_RETRY_AFTER
 
 if TYPE_CHECKING:
     from monitor.sources.families import Family
@@ -58,6 +59,9 @@ __all__ = [
 
 Clock = Callable[[], float]
 
+# A whole poll may take this many intervals (or interval + timeout, if longer) by default.
+POLL_TIME_FACTOR = 10
+
 
 class SourceMetrics:
     """The daemon's own per-source metrics, registered once on the daemon's registry and
@@ -84,15 +88,44 @@ class SourceMetrics:
             ["kind", "source"],
             registry=registry,
         )
+        self.effective_interval = Gauge(
+            "streamwatch_source_effective_interval_seconds",
+            "Time between the starts of two polls of a source: its interval, or longer when a "
+            "poll takes longer than the interval or a full poll does not fit its rate budget.",
+            ["kind", "source"],
+            registry=registry,
+        )
+        self.retry_after_capped = Counter(
+            "streamwatch_source_retry_after_capped_total",
+            "Retry-After values (or rate-limit holds) cut to the source's max_retry_after.",
+            ["kind", "source"],
+            registry=registry,
+        )
+        self.items_skipped = Counter(
+            "streamwatch_source_items_skipped_total",
+            "Items of an upstream's answer skipped because they could not be read (the rest of "
+            "the poll is kept), by reason.",
+            ["kind", "source", "reason"],
+            registry=registry,
+        )
 
     def forget(self, ref: SourceRef) -> None:
         """Drop the series of a source that a reload removed."""
-        for metric in (self.poll_duration, self.requests_throttled):
+        for metric in (
+            self.poll_duration,
+            self.requests_throttled,
+            self.effective_interval,
+            self.retry_after_capped,
+        ):
             with contextlib.suppress(KeyError):
                 metric.remove(ref.kind, ref.name)
-        for labels in list(self.poll_errors._metrics):
-            if labels[:2] == (ref.kind, ref.name):
-                self.poll_errors.remove(*labels)
+        for counter in (self.poll_errors, self.items_skipped):
+            for labels in list(counter._metrics):
+                if labels[:2] == (ref.kind, ref.name):
+                    counter.remove(*labels)
+
+    def skipped(self, ref: SourceRef, reason: str, count: int = 1) -> None:
+        self.items_skipped.labels(ref.kind, ref.name, reason).inc(count)
 
 
 @dataclass(frozen=True)
@@ -119,11 +152,22 @@ class Source(abc.ABC):
 
     kind: ClassVar[str]
 
-    def __init__(self, name: str, interval: float, timeout: float, context: SourceContext):
+    def __init__(
+        self,
+        name: str,
+        interval: float,
+        timeout: float,
+        context: SourceContext,
+        *,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+        max_poll_time: float | None = None,
+    ):
         self.ref = SourceRef(self.kind, name)
         self.interval = interval
         self.timeout = timeout
         self.context = context
+        self.max_retry_after = max_retry_after
+        self.max_poll_time = max_poll_time
 
     @property
     def name(self) -> str:
@@ -131,8 +175,25 @@ class Source(abc.ABC):
 
     @property
     def poll_deadline(self) -> float:
-        """How long one whole poll may take: its interval plus one request timeout."""
-        return self.interval + self.timeout
+        """The safety bound on one whole poll: `max_poll_time`, or max(interval + timeout,
+        POLL_TIME_FACTOR x interval). Per-request timeouts and errors are what fails a poll; a
+        poll that takes longer than its interval while its requests progress only stretches
+        the effective interval. This bound ends a poll that would go on for ever."""
+        if self.max_poll_time is not None:
+            return self.max_poll_time
+        return max(self.interval + self.timeout, POLL_TIME_FACTOR * self.interval)
+
+    @property
+    def min_interval(self) -> float:
+        """The shortest time between the starts of two polls that this source can afford by
+        itself (SmartSTREAM: what its rate budget allows for one full poll); 0 when it has no
+        such limit. The poller schedules no poll sooner."""
+        return 0.0
+
+    def pacing(self) -> dict[str, Any]:
+        """The numbers behind `min_interval`, for the log line that says the effective
+        interval stretched."""
+        return {}
 
     def inherit(self, old: Source) -> None:  # noqa: B027 - optional hook
         """A reload replaces this source's predecessor (same kind and name, changed config):

@@ -225,7 +225,7 @@ class SourceManager:
         if task is not None:
             self._tasks.add(task)
         try:
-            await poller.refresh(requested=requested)
+            await poller.refresh(requested=requested, scheduled=not requested)
         finally:
             if task is not None:
                 self._tasks.discard(task)

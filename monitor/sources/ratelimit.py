@@ -11,6 +11,7 @@ The clock and the sleep are injected: tests drive the bucket with a fake clock a
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 
@@ -123,7 +124,10 @@ class TokenBucket:
 
     def hold(self, seconds: float) -> None:
         """Make the next token available no sooner than `seconds` from now (an upstream said
-        "retry after"). Never shortens a wait already due."""
+        "retry after"). Never shortens a wait already due. Callers cap `seconds`; a value
+        that is no delay (inf, nan) would stop the bucket for good and is refused."""
+        if not math.isfinite(seconds):
+            raise ValueError(f"hold needs a finite number of seconds, got {seconds!r}")
         self._refill()
         self._tokens = min(self._tokens, 1 - max(0.0, seconds) * self.rate)
 

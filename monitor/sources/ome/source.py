@@ -152,7 +152,14 @@ class OmeSource(Source):
     kind = "ome"
 
     def __init__(self, config: OmeSourceConfig, context: SourceContext):
-        super().__init__(config.name, config.interval, config.timeout, context)
+        super().__init__(
+            config.name,
+            config.interval,
+            config.timeout,
+            context,
+            max_retry_after=config.max_retry_after,
+            max_poll_time=config.max_poll_time,
+        )
         self.config = config
         self.client = OmeClient(config, timeout=self.timeout)
 

@@ -245,7 +245,10 @@ class SmartstreamClient:
         retry_after = response.retry_after
         if status == 429:
             # Nobody may call until the upstream's window has passed: polls and actions alike.
-            self.bucket.hold(retry_after if retry_after is not None else RATE_WINDOW)
+            # Held for at most max_retry_after: an absurd Retry-After (inf, days) must not
+            # stop every call for good (the poller caps and logs the poll's deferral too).
+            hold = retry_after if retry_after is not None else RATE_WINDOW
+            self.bucket.hold(min(hold, self.config.max_retry_after))
         text = f"{what}: HTTP {status}" + (f" {code}" if code else "")
         if message:
             text += ": " + message  # redacted (and then cut) by the HTTP layer
