@@ -309,3 +309,41 @@ def test_resolved_alerts_stay_listed_with_their_end_for_the_retention(rules_file
     clock.advance(60)
     engine.on_snapshot(snap(clock, stream("gone", clock())))
     assert engine.active_alerts(resolved=True) == [], "gone after resolved_retention"
+
+
+def test_a_callback_costs_what_its_own_alerts_cost(tmp_path, clock):
+    """A partial snapshot (one pushed event) checks silences for its own alerts, not for the
+    thousands already firing."""
+    rules = tmp_path / "events.yaml"
+    rules.write_text(
+        "groups:\n  - name: ev\n    rules:\n"
+        "      - {alert: Event, kind: naver.event, expr: present, keep_firing_for: 1h}\n"
+    )
+
+    class CountingSilencer(Silencer):
+        calls = 0
+
+        def mutes(self, labels, now):
+            CountingSilencer.calls += 1
+            return super().mutes(labels, now)
+
+    engine = AlertEngine(
+        load_rule_files([str(rules)], kinds=ENTITY_KINDS),
+        store=None,
+        silencer=CountingSilencer(None),
+        clock=clock,
+    )
+    naver = SourceRef("naver", "kr")
+
+    def event(n: int) -> Entity:
+        return Entity("naver.event", {"channel": "c1", "event": "PUBLISH_END", "event_id": str(n)})
+
+    pushed = Snapshot(naver, clock(), tuple(event(n) for n in range(2000)), partial=True)
+    assert len(engine.on_snapshot(pushed)) == 2000
+    # The next one starts the others' keep_firing_for (they are no longer seen): a change of
+    # each, saved once. The one after that touches only its own alert.
+    engine.on_snapshot(Snapshot(naver, clock(), (event(4999),), partial=True))
+    CountingSilencer.calls = 0
+    [fired] = engine.on_snapshot(Snapshot(naver, clock(), (event(5000),), partial=True))
+    assert fired.labels["event_id"] == "5000"
+    assert CountingSilencer.calls <= 4

@@ -88,6 +88,7 @@ class AlertEngine:
         self._down_since: dict[str, float] = {}
         self._muted: dict[AlertKey, tuple[str, ...]] = {}
         self._counts: Mapping[tuple[str, str], int] = {}
+        self._counts_stale = True  # a rule was added or removed: recount at the next commit
         self.update_rules(groups, source_down_after)
         if store is not None:
             self._restore(store.load_alerts())
@@ -117,6 +118,7 @@ class AlertEngine:
                     alert.state, alert.resolved_at = INACTIVE, now
                     changes.append((old_rules[key], _resolved(alert)))
         self.health = {key: self.health.get(key, RuleHealth()) for key in self.rules}
+        self._counts_stale = True
         return self._commit(changes, dirty, now)
 
     # -- evaluation ---------------------------------------------------------------------------
@@ -137,7 +139,8 @@ class AlertEngine:
                     self._evaluate(
                         rule, rows_by_kind[rule.kind], snapshot.source, now, changes, dirty
                     )
-            return self._finish(source, now, changes, dirty)
+            # A callback costs what its own alerts cost: silences are checked for those only.
+            return self._finish(source, now, changes, dirty, only=dirty)
         if snapshot.ok:
             self._down_since.pop(source, None)
             rows_by_kind = self._rows(snapshot, source, now)
@@ -187,8 +190,9 @@ class AlertEngine:
         now: float,
         changes: list[tuple[AlertingRule, Change]],
         dirty: set[AlertKey],
+        only: set[AlertKey] | None = None,
     ) -> list[Transition]:
-        changes += self._silence_changes(source, now)
+        changes += self._silence_changes(source, now, only)
         return self._commit(changes, dirty, now)
 
     def _evaluate(
@@ -201,7 +205,10 @@ class AlertEngine:
         dirty: set[AlertKey],
     ) -> None:
         started = time.perf_counter()
-        active = self.alerts.setdefault(rule.key, {})
+        active = self.alerts.get(rule.key)
+        if active is None:
+            active = self.alerts[rule.key] = {}
+            self._counts_stale = True  # its zero counts appear from now on
         found, fps, errors = evaluate_rule(rule, active, rows, source, now, self.resolved_retention)
         changes += [(rule, change) for change in found]
         dirty.update((rule.key, fp) for fp in fps)
@@ -262,23 +269,35 @@ class AlertEngine:
         ctx = EvalContext(entity.fields, entity.labels, None, None, snapshot.taken_at, now)
         return Row(entity, ctx)
 
-    def _silence_changes(self, source: str, now: float) -> list[tuple[AlertingRule, Change]]:
-        """`silenced` / `unsilenced` when a silence or window starts or ends over an active alert."""
+    def _silence_changes(
+        self, source: str, now: float, only: set[AlertKey] | None = None
+    ) -> list[tuple[AlertingRule, Change]]:
+        """`silenced` / `unsilenced` when a silence or window starts or ends over an active
+        alert of `source` (of those in `only`, when given)."""
         changes = []
-        for key, active in self.alerts.items():
-            for fp, alert in active.items():
-                if alert.source != source or alert.state == INACTIVE:
-                    continue
-                muted = tuple(self.silencer.mutes(alert.labels, now))
-                before = self._muted.get((key, fp), ())
-                if bool(muted) != bool(before):
-                    kind = TransitionKind.SILENCED if muted else TransitionKind.UNSILENCED
-                    change = Change(kind, _copy(alert), alert.state, muted)
-                    changes.append((self.rules[key], change))
-                if muted:
-                    self._muted[(key, fp)] = muted
-                else:
-                    self._muted.pop((key, fp), None)
+        if only is None:
+            candidates = (
+                ((key, fp), alert)
+                for key, active in self.alerts.items()
+                for fp, alert in active.items()
+            )
+        else:
+            candidates = (
+                (k, a) for k in only if (a := self.alerts.get(k[0], {}).get(k[1])) is not None
+            )
+        for (key, fp), alert in candidates:
+            if alert.source != source or alert.state == INACTIVE:
+                continue
+            muted = tuple(self.silencer.mutes(alert.labels, now))
+            before = self._muted.get((key, fp), ())
+            if bool(muted) != bool(before):
+                kind = TransitionKind.SILENCED if muted else TransitionKind.UNSILENCED
+                change = Change(kind, _copy(alert), alert.state, muted)
+                changes.append((self.rules[key], change))
+            if muted:
+                self._muted[(key, fp)] = muted
+            else:
+                self._muted.pop((key, fp), None)
         return changes
 
     def sources(self) -> set[str]:
@@ -315,7 +334,8 @@ class AlertEngine:
             log.info("alert transition", extra=transition.log_fields())
         self._dirty |= dirty
         self._unsaved += transitions
-        self._counts = self._count()
+        if dirty or transitions or self._counts_stale:
+            self._counts, self._counts_stale = self._count(), False
         if not self.flush() or not transitions:
             return transitions
         # This call's transitions are the tail of what was just saved (earlier unsaved ones,
