@@ -4,6 +4,12 @@ Config and rule errors must name the file and line. PyYAML's composer keeps a st
 every node, so we compose the node tree ourselves and build plain Python values beside a map
 from key path to line number. `${VAR}` / `${VAR:-default}` interpolation happens here too, on
 string scalars, so a missing variable is reported at its own line.
+
+Config and rule files are trusted, but a typo or a paste must not hang `check` or the daemon, so
+three limits bound what one file can cost, each reported as a `file:line:` problem:
+MAX_FILE_BYTES (4 MiB, checked before parsing), MAX_DEPTH (100 levels of nesting, aliases
+included) and MAX_ALIAS_VALUES (100,000 values built through aliases: a "billion laughs" file of
+nested aliases is refused instead of expanded).
 """
 
 from __future__ import annotations
@@ -18,6 +24,10 @@ from typing import Any
 import yaml
 
 PathKey = tuple[str | int, ...]
+
+MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 100
+MAX_ALIAS_VALUES = 100_000
 
 _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -78,14 +88,71 @@ def interpolate(value: str, env: Mapping[str, str]) -> str:
     return _ENV_REF.sub(substitute, value)
 
 
+class _Limit(Exception):
+    """A file over one of the limits; `line` is 1-based."""
+
+    def __init__(self, line: int, message: str):
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose composer refuses nesting deeper than MAX_DEPTH before it recurses
+    (PyYAML's composer recurses once per level: 5,000 levels are a RecursionError). Used where
+    PyYAML was built without libyaml."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                line = self.peek_event().start_mark.line + 1
+                raise _Limit(line, f"nested deeper than {MAX_DEPTH} levels")
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
+
+
+_CLoader: type | None = getattr(yaml, "CSafeLoader", None)
+_START = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_END = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+
+
+def _compose(text: str) -> yaml.Node | None:
+    """The node tree, with nesting bounded. libyaml composes ten times faster than PyYAML's
+    Python code, but recursively in C (a deep file would crash the process): its event stream,
+    which is flat, is checked for depth first."""
+    if _CLoader is None:
+        return yaml.compose(text, Loader=_Loader)  # type: ignore[no-any-return]
+    depth = 0
+    for event in yaml.parse(text, Loader=_CLoader):
+        if isinstance(event, _START):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _Limit(event.start_mark.line + 1, f"nested deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, _END):
+            depth -= 1
+    return yaml.compose(text, Loader=_CLoader)  # type: ignore[no-any-return]
+
+
 def load_yaml(
     path: str | Path, *, env: Mapping[str, str] | None = None, interpolate_env: bool = True
 ) -> LoadedYaml:
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as stream:
+            raw = stream.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise YamlError([f"{file}: cannot read: {exc.strerror or exc}"]) from exc
+    if len(raw) > MAX_FILE_BYTES:
+        raise YamlError([f"{file}: larger than {MAX_FILE_BYTES} bytes (4 MiB); refused"])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise YamlError([f"{file}:{line}: not UTF-8 text: {exc.reason}"]) from exc
     return parse_yaml(text, file, env=env, interpolate_env=interpolate_env)
 
 
@@ -96,8 +163,12 @@ def parse_yaml(
     env: Mapping[str, str] | None = None,
     interpolate_env: bool = True,
 ) -> LoadedYaml:
+    if len(text) > MAX_FILE_BYTES:
+        raise YamlError([f"{file}: larger than {MAX_FILE_BYTES} bytes (4 MiB); refused"])
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = _compose(text)
+    except _Limit as exc:
+        raise YamlError([f"{file}:{exc.line}: {exc.message}"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{file}:{mark.line + 1}" if mark else file
@@ -106,26 +177,64 @@ def parse_yaml(
     loaded = LoadedYaml(data=None, file=file)
     environment = os.environ if env is None else env
     if node is not None:
-        loaded.data = _build(node, (), loaded, loaded.problems, environment, interpolate_env)
+        builder = _Builder(loaded, environment, interpolate_env)
+        try:
+            loaded.data = builder.build(node, ())
+        except _Limit as exc:
+            raise YamlError([f"{file}:{exc.line}: {exc.message}"]) from None
     return loaded
 
 
-_constructor = yaml.SafeLoader(stream="")
+class _Builder:
+    """Builds plain values from the node tree. An alias is the same node object as its anchor,
+    so a node met a second time is an alias use: what it expands to is counted."""
+
+    def __init__(self, loaded: LoadedYaml, env: Mapping[str, str], interpolate_env: bool):
+        self.loaded = loaded
+        self.env = env
+        self.interpolate_env = interpolate_env
+        # One per file: PyYAML's constructor remembers every node it constructed.
+        self.constructor = yaml.SafeLoader(stream="")
+        self.seen: set[int] = set()
+        self.aliased = 0  # > 0 while building under an alias use
+        self.alias_values = 0
+        self.alias_line = 0  # where the outermost alias being expanded is used
+
+    def build(self, node: yaml.Node, path: PathKey) -> Any:
+        alias = id(node) in self.seen
+        self.seen.add(id(node))
+        if alias and not self.aliased:
+            # The line of the key or item that uses the alias (an aliased node's own mark,
+            # and the lines of what it expands to, are its anchor's).
+            self.alias_line = self.loaded.line_of(path) or node.start_mark.line + 1
+        self.aliased += alias
+        try:
+            line = self.alias_line if self.aliased else node.start_mark.line + 1
+            if len(path) > MAX_DEPTH:
+                raise _Limit(line, f"nested deeper than {MAX_DEPTH} levels (through aliases)")
+            if self.aliased:
+                self.alias_values += 1
+                if self.alias_values > MAX_ALIAS_VALUES:
+                    raise _Limit(
+                        line,
+                        f"aliases expand to more than {MAX_ALIAS_VALUES} values "
+                        "(nested aliases, a YAML bomb?)",
+                    )
+            return _build(node, path, self)
+        finally:
+            self.aliased -= alias
 
 
-def _build(
-    node: yaml.Node,
-    path: PathKey,
-    loaded: LoadedYaml,
-    problems: list[str],
-    env: Mapping[str, str],
-    interpolate_env: bool,
-) -> Any:
+def _build(node: yaml.Node, path: PathKey, builder: _Builder) -> Any:
+    loaded, problems = builder.loaded, builder.loaded.problems
+    env, interpolate_env = builder.env, builder.interpolate_env
     loaded.lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = _constructor.construct_object(key_node)
+            key = None
+            if isinstance(key_node, yaml.ScalarNode):
+                key = builder.constructor.construct_object(key_node)
             if not isinstance(key, str | int | float | bool):
                 problems.append(
                     f"{file_line(loaded, key_node)}: mapping keys must be plain scalars"
@@ -137,15 +246,12 @@ def _build(
                 problems.append(f"{where}: {format_path((*path, key))}: duplicate key")
                 continue
             loaded.lines[(*path, key)] = key_node.start_mark.line + 1
-            result[key] = _build(value_node, (*path, key), loaded, problems, env, interpolate_env)
+            result[key] = builder.build(value_node, (*path, key))
             loaded.lines[(*path, key)] = key_node.start_mark.line + 1
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [
-            _build(item, (*path, index), loaded, problems, env, interpolate_env)
-            for index, item in enumerate(node.value)
-        ]
-    value = _constructor.construct_object(node)
+        return [builder.build(item, (*path, index)) for index, item in enumerate(node.value)]
+    value = builder.constructor.construct_object(node)
     if interpolate_env and isinstance(value, str) and "$" in value:
         try:
             value = interpolate(value, env)
