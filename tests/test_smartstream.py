@@ -381,16 +381,19 @@ async def test_poll_delayed_by_the_budget_counts_and_logs(sim, clock, registry, 
     assert (record.delayed, record.waited_s, record.left_out) == (3, 45.0, "")
 
 
-async def test_poll_that_would_wait_too_long_fails_rate_limited(sim, clock, registry, connect):
+async def test_a_poll_waits_for_its_budget_instead_of_failing(sim, clock, registry, connect):
     for n in range(3):
         sim.add_live_event(name=f"ev{n}")
     async with connect(rate_limit=5, page_size=1, jobs=False, interval="30s") as source:
-        with pytest.raises(SourceError) as info:
-            await source.poll()
-    assert info.value.reason == "rate_limited"
-    assert info.value.retry_after == pytest.approx(15)
-    assert throttled(registry) == 3  # two delayed, one left out
-    assert len(sim.calls) == 3  # the left-out request was never sent
+        start = clock.now
+        assert len(await source.poll()) == 3  # 45 s of waiting, longer than the interval
+    assert clock.now - start == pytest.approx(45)
+    assert throttled(registry) == 3  # three delayed, none left out
+    assert len(sim.calls) == 4
+    # A full poll costs 4 requests; 5/min allow 4 a minute at the steady rate.
+    assert source.requests_per_poll == 4
+    assert source.min_interval == pytest.approx(60)
+    assert source.poll_deadline == pytest.approx(300 + 60)
 
 
 async def test_jobs_are_trimmed_when_the_budget_is_short(sim, clock, registry, connect, caplog):

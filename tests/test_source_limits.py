@@ -5,6 +5,7 @@ draining at shutdown, skipped bad items, bounded NAVER callbacks, and config bou
 
 from __future__ import annotations
 
+import itertools
 import socket
 from typing import Any
 
@@ -411,3 +412,72 @@ def test_every_source_exports_its_effective_interval_from_the_start(clock):
         )
         == 7.0
     )
+
+
+# -- item 2: SmartSTREAM's own budget stretches the interval, it never fails a poll -----------
+
+
+async def test_a_full_poll_that_does_not_fit_the_budget_stretches_the_interval(clock, caplog):
+    registry = CollectorRegistry()
+    # The upstream enforces its own 50/min; the source budgets under the same limit.
+    sim = smartstream_sim(clock, rate_limit=50)
+    for n in range(250):
+        sim.add_live_event(name=f"ev{n}")
+    sim.add_job(id="j1", encode_status=1)
+    async with serve(sim.app()) as url:
+        source = smartstream_source(
+            url, clock, registry, interval="1s", rate_limit=50, page_size=100
+        )
+        poller = SourcePoller(source, source.context.metrics, clock=clock, timer=clock)
+        snapshots = []
+        try:
+            for _ in range(120):  # two minutes of scheduler ticks, one a second
+                snapshot = await poller.refresh(scheduled=True)
+                if snapshot is not None:
+                    snapshots.append(snapshot)
+                clock.advance(1)
+        finally:
+            await source.close()
+    assert snapshots and all(s.ok for s in snapshots), [s.failure for s in snapshots]
+    for snapshot in snapshots:
+        kinds = [e.kind for e in snapshot.entities]
+        assert kinds.count("smartstream.live_event") == 250
+        assert kinds.count("smartstream.job") == 1
+    assert all(call.status == 200 for call in sim.calls), "the upstream never said 429"
+    # 3 event pages + 1 job page a poll; 50/min is 40/min at the steady rate: one poll per 6 s.
+    assert source.requests_per_poll == 4
+    assert poller.effective_interval == 6.0
+    gauge = registry.get_sample_value(
+        "streamwatch_source_effective_interval_seconds", {"kind": "smartstream", "source": "main"}
+    )
+    assert gauge == 6.0
+    starts = [s.taken_at for s in snapshots]
+    assert all(b - a >= 6 for a, b in itertools.pairwise(starts))
+    assert 18 <= len(snapshots) <= 21  # 120 s / 6 s, give or take the first polls' burst
+    (record,) = [r for r in caplog.records if r.getMessage() == "effective interval stretched"]
+    assert record.levelname == "WARNING" and record.cause == "rate_budget"
+    assert (record.requests_per_poll, record.rate_limit, record.effective_interval_s) == (
+        4,
+        50,
+        6.0,
+    )
+    assert poll_errors(registry, "smartstream", "main", reason="rate_limited", code="") == 0
+
+
+async def test_only_the_upstreams_429_fails_a_smartstream_poll(clock):
+    registry = CollectorRegistry()
+    sim = smartstream_sim(clock)
+    sim.add_live_event(name="ev")
+    sim.fail(429, code="TOO_MANY_REQUESTS", retry_after=20)
+    async with serve(sim.app()) as url:
+        source = smartstream_source(url, clock, registry, rate_limit=5, page_size=1)
+        poller = SourcePoller(source, source.context.metrics, clock=clock, timer=clock)
+        try:
+            failed = await poller.refresh()
+            clock.advance(20)
+            ok = await poller.refresh()
+        finally:
+            await source.close()
+    assert failed is not None and failed.failure is not None
+    assert (failed.failure.reason, failed.failure.code) == ("rate_limited", "TOO_MANY_REQUESTS")
+    assert ok is not None and ok.ok

@@ -58,6 +58,7 @@ class Tally:
     poll may still wait for it in all."""
 
     allowance: float | None = None  # None: no total bound
+    spent: int = 0  # requests that got their token
     delayed: int = 0
     waited: float = 0.0
     left_out: list[str] = field(default_factory=list)
@@ -228,6 +229,8 @@ class SmartstreamClient:
             if tally is not None:
                 tally.left_out.append(what)
             raise BudgetExhausted(what, exc.wait, self.config.rate_limit) from None
+        if tally is not None:
+            tally.spent += 1
         if waited > 0:
             self._on_throttled(1)
             if tally is not None:

@@ -92,7 +92,6 @@ class SmartstreamSource(Source):
         *,
         sleep: Sleep = asyncio.sleep,
         bucket: TokenBucket | None = None,
-        poll_max_wait: float | None = None,
         action_max_wait: float = 30.0,
         renew_before: float = 60.0,
     ) -> None:
@@ -110,8 +109,6 @@ class SmartstreamSource(Source):
         self.bucket = bucket or TokenBucket.per_window(
             config.rate_limit, RATE_WINDOW, clock=context.clock, sleep=sleep
         )
-        # A poll may wait for the budget up to one interval in all; job pages never wait.
-        self.poll_max_wait = self.interval if poll_max_wait is None else poll_max_wait
         self.action_max_wait = action_max_wait
         self.client = SmartstreamClient(
             config,
@@ -123,11 +120,16 @@ class SmartstreamSource(Source):
             label=str(self.ref),
         )
         self._jobs: list[Entity] = []
+        # Requests of the last complete poll (live event pages, a token fetch, job pages) and
+        # of the last complete job list: what one full poll costs the budget.
+        self.requests_per_poll = 0
+        self._job_requests = 1
 
     def inherit(self, old: Source) -> None:
         # The account's budget outlives a reload: a fresh, full bucket could overspend it.
         if not isinstance(old, SmartstreamSource):
             return
+        self.requests_per_poll, self._job_requests = old.requests_per_poll, old._job_requests
         account = ("url", "merchant_id", "rate_limit")
         if any(getattr(old.config, k) != getattr(self.config, k) for k in account):
             return
@@ -138,6 +140,27 @@ class SmartstreamSource(Source):
             self.client._token = old.client._token
             if old.client._token is not None:
                 self.client.http.redact.add(old.client._token.value)
+
+    # --- pacing: the budget, not the upstream, decides how often a full poll fits
+
+    @property
+    def min_interval(self) -> float:
+        """Seconds the budget needs to refill one full poll's requests at its steady rate
+        (the burst aside); the poller starts no poll sooner. 0 before the first poll."""
+        return self.requests_per_poll / self.bucket.rate
+
+    def pacing(self) -> dict[str, Any]:
+        return {
+            "requests_per_poll": self.requests_per_poll,
+            "rate_limit": self.config.rate_limit,
+            "budget_interval_s": round(self.min_interval, 3),
+        }
+
+    @property
+    def poll_deadline(self) -> float:
+        # A poll waits for its tokens (it never fails for lack of them): its deadline leaves
+        # room for the budget to refill a whole poll from empty.
+        return super().poll_deadline + self.min_interval
 
     def __repr__(self) -> str:
         return f"SmartstreamSource({self.ref}, merchant={self.config.merchant_id!r})"
@@ -154,12 +177,21 @@ class SmartstreamSource(Source):
     # --- poll
 
     async def poll(self) -> list[Entity]:
-        tally = Tally(allowance=self.poll_max_wait)
+        """Live events, page after page, each page waiting for its token as long as it takes
+        (the poll's deadline allows for it): our own budget never fails a poll, only the
+        upstream's 429 does. Jobs are secondary (see `_poll_jobs`)."""
+        tally = Tally()
         try:
             events = await self.client.list_live_events(max_wait=None, tally=tally)
             entities = [self._live_event_entity(item) for item in events]
+            requests = tally.spent
             if self.config.jobs:
+                # Jobs may wait only for what the stretched interval set aside for them.
+                budget = self.min_interval
+                tally.allowance = budget if budget > self.interval else 0.0
                 entities += await self._poll_jobs(tally)
+                requests += self._job_requests
+            self.requests_per_poll = requests
         finally:
             self._log_throttling(tally)
         return entities
@@ -167,10 +199,12 @@ class SmartstreamSource(Source):
     async def _poll_jobs(self, tally: Tally) -> list[Entity]:
         """Jobs are secondary: when the budget is short their listing is left out and the last
         complete job list is reported again (its `observed_at` tells how old it is)."""
+        before = tally.spent
         try:
-            jobs = await self.client.list_jobs(max_wait=0.0, tally=tally)
+            jobs = await self.client.list_jobs(max_wait=None, tally=tally)
         except BudgetExhausted:
             return list(self._jobs)
+        self._job_requests = max(1, tally.spent - before)
         now = self._clock()
         self._jobs = [self._job_entity(item, now) for item in jobs]
         return list(self._jobs)
@@ -178,7 +212,9 @@ class SmartstreamSource(Source):
     def _log_throttling(self, tally: Tally) -> None:
         if not (tally.delayed or tally.left_out):
             return
-        log.warning(
+        # Info, not a warning: waiting for the budget is how a poll fits it; a lasting
+        # shortage shows as a stretched effective interval, which the poller says once.
+        log.info(
             "poll throttled",
             extra={
                 "source": str(self.ref),
