@@ -149,16 +149,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_check(path: Path) -> int:
     problems: list[str] = []
     config: Config | None = None
+    rule_files: list[str] | None = None
     try:
         config = load_config(path)
+        rule_files = config.rule_files
     except ConfigError as exc:
+        # The rule files are read even when the config is wrong: one pass says everything.
         problems += exc.problems
+        rule_files = exc.rule_files
     summary = ""
+    if rule_files is not None:
+        summary, rule_problems = check_rules(rule_files)
+        problems += rule_problems
     if config is not None:
         from monitor.store import Store
 
-        summary, rule_problems = check_rules(config)
-        problems += rule_problems + Store.check(config.state_dir)
+        problems += Store.check(config.state_dir)
     if problems:
         print(f"{path}: {len(problems)} problem(s):", file=sys.stderr)
         for problem in problems:
@@ -172,12 +178,12 @@ def cmd_check(path: Path) -> int:
     return 0
 
 
-def check_rules(config: Config) -> tuple[str, list[str]]:
-    """(`N rules in M files`, every problem in the rule files the config names)."""
+def check_rules(rule_files: list[str]) -> tuple[str, list[str]]:
+    """(`N rules in M files`, every problem in these rule files)."""
     from monitor.alerting.rules import describe_rules, load_rule_files
 
     try:
-        groups = load_rule_files(config.rule_files or [], kinds=ENTITY_KINDS)
+        groups = load_rule_files(rule_files, kinds=ENTITY_KINDS)
     except RuleError as exc:
         return "", list(exc.problems)
     return describe_rules(groups), []

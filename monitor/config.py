@@ -26,7 +26,7 @@ from pydantic import (
 from monitor.labels import Matcher
 from monitor.schema import Duration, Strict, duration_between, validation_problems
 from monitor.sources.registry import upstreams
-from monitor.yamlfile import YamlError, load_yaml
+from monitor.yamlfile import LoadedYaml, YamlError, load_yaml
 
 
 def check_listen(value: Any) -> str:
@@ -54,11 +54,15 @@ class _Sources(Strict):
     @model_validator(mode="after")
     def _unique_names(self) -> _Sources:
         for kind in type(self).model_fields:
-            names = [source.name for source in getattr(self, kind)]
-            duplicates = sorted({name for name in names if names.count(name) > 1})
-            if duplicates:
-                raise ValueError(f"sources.{kind}: duplicate name(s) {', '.join(duplicates)}")
+            problem = duplicate_names(kind, [source.name for source in getattr(self, kind)])
+            if problem:
+                raise ValueError(problem)
         return self
+
+
+def duplicate_names(kind: str, names: list[Any]) -> str | None:
+    duplicates = sorted({str(n) for n in names if n is not None and names.count(n) > 1})
+    return f"sources.{kind}: duplicate name(s) {', '.join(duplicates)}" if duplicates else None
 
 
 # One `list[<config model>]` per upstream the registry knows: adding an upstream touches the
@@ -187,11 +191,14 @@ class Config(Strict):
 
 
 class ConfigError(Exception):
-    """Everything wrong with a config file, one `file:line: key.path: what` line each."""
+    """Everything wrong with a config file, one `file:line: key.path: what` line each.
+    `rule_files` are the file's rule globs when it names them readably, so that `check` can
+    report the rule files' problems in the same pass."""
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[str], rule_files: list[str] | None = None):
         super().__init__("\n".join(problems))
         self.problems = problems
+        self.rule_files = rule_files
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
@@ -208,16 +215,40 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         config = Config.model_validate(data)
     except ValidationError as exc:
         problems += validation_problems(exc, loaded)
-    else:
-        if config.rule_files is None:
-            problems.append(
-                f"{loaded.file}:1: rule_files: missing; list your rule files (globs such as "
-                "rules/*.yaml), or write `rule_files: []` to run without rules"
-            )
-    if problems:
-        raise ConfigError(problems)
+    # Checks across keys run on the file as written too, so that one `check` says everything
+    # (pydantic skips a model's cross-key checks while one of its keys is wrong).
+    problems += _cross_checks(data, loaded)
     # Relative paths in the file are relative to the file, not to wherever the daemon started.
     base = Path(path).resolve().parent
+    if problems:
+        raw = data.get("rule_files")
+        readable = isinstance(raw, list) and all(isinstance(p, str) for p in raw)
+        rule_files = _resolve(raw, base) if readable else None
+        raise ConfigError(list(dict.fromkeys(problems)), rule_files)
     state_dir = config.state_dir if config.state_dir.is_absolute() else base / config.state_dir
-    rule_files = [str(p if Path(p).is_absolute() else base / p) for p in config.rule_files or ()]
-    return config.model_copy(update={"state_dir": state_dir, "rule_files": rule_files})
+    return config.model_copy(
+        update={"state_dir": state_dir, "rule_files": _resolve(config.rule_files or [], base)}
+    )
+
+
+def _resolve(patterns: list[str], base: Path) -> list[str]:
+    return [str(p if Path(p).is_absolute() else base / p) for p in patterns]
+
+
+def _cross_checks(data: Mapping[str, Any], loaded: LoadedYaml) -> list[str]:
+    problems = []
+    if "rule_files" not in data or data["rule_files"] is None:
+        problems.append(
+            f"{loaded.file}:1: rule_files: missing; list your rule files (globs such as "
+            "rules/*.yaml), or write `rule_files: []` to run without rules"
+        )
+    sources = data.get("sources")
+    if isinstance(sources, Mapping):
+        for kind, items in sources.items():
+            if not isinstance(items, list):
+                continue
+            names = [item.get("name") for item in items if isinstance(item, Mapping)]
+            problem = duplicate_names(str(kind), names)
+            if problem:
+                problems.append(f"{loaded.where(('sources',))}: sources: {problem}")
+    return problems

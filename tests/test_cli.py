@@ -206,3 +206,23 @@ def test_check_names_the_bounds_of_alerting_durations(tmp_path, capsys):
     err = capsys.readouterr().err
     assert ":3: alerting.source_down_after: 0s is out of range: between 5s and 1d" in err
     assert "alerting.resolved_retention: 30d is out of range: between 0s and 7d" in err
+
+
+def test_check_says_everything_in_one_pass(tmp_path, capsys):
+    """A field error, a duplicate source name and a broken rule file, all in one run."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "groups:\n  - name: g\n    rules:\n      - {alert: Broken, kind: ome.stream, expr: 'a +'}\n"
+    )
+    path = tmp_path / "streamwatch.yaml"
+    path.write_text(
+        f"state_dir: {tmp_path}\nrule_files: [rules.yaml]\nsources:\n  ome:\n"
+        "    - {name: a, url: 'http://127.0.0.1:1', access_token: t, timout: 3s}\n"
+        "    - {name: a, url: 'http://127.0.0.1:2', access_token: t}\n"
+    )
+    assert main(["check", "-c", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "sources.ome[0].timout: unknown key" in err
+    assert "sources.ome: duplicate name(s) a" in err
+    assert "rule 'Broken'" in err and "rules.yaml:4" in err
+    assert err.count("duplicate name(s)") == 1
