@@ -481,3 +481,70 @@ async def test_only_the_upstreams_429_fails_a_smartstream_poll(clock):
     assert failed is not None and failed.failure is not None
     assert (failed.failure.reason, failed.failure.code) == ("rate_limited", "TOO_MANY_REQUESTS")
     assert ok is not None and ok.ok
+
+
+# -- item 3: stream info is fetched when new, republished, or due, not every poll -------------
+
+
+def info_requests(sim: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for call in sim.calls:
+        if call.method == "GET" and call.path.startswith("/v1/vhosts/default/apps/live/streams/"):
+            name = call.path.rsplit("/", 1)[1]
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+async def test_stream_info_is_fetched_for_new_and_republished_streams_and_every_nth_poll(clock):
+    from monitor.sim.ome import OmeSim
+
+    sim = OmeSim(OME_TOKEN, clock=clock)
+    sim.add_stream("default/live/a", bitrate=2_000_000, framerate=30)
+    sim.add_stream("default/live/b", bitrate=1_000_000, framerate=25)
+    registry = CollectorRegistry()
+    async with serve(sim.app()) as url:
+        source = ome_source(url, clock, registry, stream_info_every=10)
+        try:
+            first = await source.poll()
+            assert info_requests(sim) == {"a": 1, "b": 1}
+            second = await source.poll()
+            for _ in range(9):  # polls 3..11: each stream's info is due once in ten polls
+                clock.advance(5)
+                await source.poll()
+            assert info_requests(sim) == {"a": 2, "b": 2}
+            # Republished: createdTime changes, so the info is fetched at the next poll.
+            sim.remove_stream("default/live/a")
+            clock.advance(5)
+            sim.add_stream("default/live/a", bitrate=3_000_000, framerate=60)
+            before = info_requests(sim)
+            republished = await source.poll()
+            assert info_requests(sim)["a"] == before["a"] + 1
+            assert info_requests(sim)["b"] == before["b"]
+        finally:
+            await source.close()
+
+    def stream(entities: list[Any], name: str) -> Any:
+        (found,) = [e for e in entities if e.kind == "ome.stream" and e.labels["stream"] == name]
+        return found
+
+    # The info carried over between fetches is the one fetched.
+    for name in ("a", "b"):
+        for field in ("source_type", "video_codec", "video_framerate", "tracks", "track_count"):
+            assert stream(second, name).fields[field] == stream(first, name).fields[field]
+    assert stream(first, "a").fields["video_framerate"] == 30
+    assert stream(republished, "a").fields["video_framerate"] == 60
+
+
+async def test_stream_info_every_poll_when_told(clock):
+    from monitor.sim.ome import OmeSim
+
+    sim = OmeSim(OME_TOKEN, clock=clock)
+    sim.add_stream("default/live/a")
+    async with serve(sim.app()) as url:
+        source = ome_source(url, clock, CollectorRegistry(), stream_info_every=1)
+        try:
+            for _ in range(3):
+                await source.poll()
+        finally:
+            await source.close()
+    assert info_requests(sim) == {"a": 3}

@@ -18,6 +18,9 @@ class OmeSourceConfig(SourceConfig):
     expected_streams: list[str] = Field(default_factory=list)
     concurrency: int = Field(16, ge=1, le=256)
     stream_info: bool = True
+    # Stream info (tracks, source type) is fetched for a new stream, when its createdTime
+    # changes (republished), and every Nth poll; the cached info is reported in between.
+    stream_info_every: int = Field(10, ge=1, le=1000)
     pushes: bool = True
     records: bool = True
 
