@@ -91,6 +91,7 @@ def _explain(pattern: str, message: str) -> str:
     return f"{construct} is not supported by RE2, which matches in linear time ({message})"
 
 
+_LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$", re.S)
 
 
@@ -131,15 +132,30 @@ class Matcher:
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> Matcher:
-        """Alertmanager API v2 shape: {name, value, isRegex, isEqual (default true)}."""
+        """Alertmanager API v2 shape: {name, value, isRegex, isEqual (default true)}. Types are
+        strict, as in Alertmanager: `"isRegex": "false"` is a string, not a boolean."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"a matcher must be an object, not {type(data).__name__}")
         name, value = data.get("name"), data.get("value")
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise ValueError("matcher name must be a label name")
+        if not isinstance(name, str) or not _LABEL_NAME.fullmatch(name):
+            raise ValueError('matcher name must be a label name (a string such as "stream")')
         if not isinstance(value, str):
-            raise ValueError(f"matcher {name}: value must be a string")
-        is_regex, is_equal = bool(data.get("isRegex", False)), bool(data.get("isEqual", True))
+            raise TypeError(f"matcher {name}: value must be a string, not {_json_text(value)}")
+        flags = {}
+        for key, default in (("isRegex", False), ("isEqual", True)):
+            flag = data.get(key, default)
+            if not isinstance(flag, bool):
+                raise TypeError(
+                    f"matcher {name}: {key} must be true or false, not {_json_text(flag)}"
+                )
+            flags[key] = flag
+        is_regex, is_equal = flags["isRegex"], flags["isEqual"]
         op: Op = ("=~" if is_equal else "!~") if is_regex else ("=" if is_equal else "!=")
         return cls.make(name, op, value)
+
+    def matches_empty(self) -> bool:
+        """True when a label that is absent (the empty string) satisfies this matcher."""
+        return self.matches({})
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -165,6 +181,12 @@ class Matcher:
 
 def matches_all(matchers: tuple[Matcher, ...] | list[Matcher], labels: Mapping[str, str]) -> bool:
     return all(m.matches(labels) for m in matchers)
+
+
+def _json_text(value: Any) -> str:
+    """How a value looked in the request, for an error message (cut short)."""
+    text = json.dumps(value, default=repr)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _re2_message(exc: Exception) -> str:
