@@ -548,3 +548,74 @@ async def test_stream_info_every_poll_when_told(clock):
         finally:
             await source.close()
     assert info_requests(sim) == {"a": 3}
+
+
+# -- item 8: SIGTERM drains polls in flight, then cancels quietly -----------------------------
+
+
+async def stop_during_a_poll(tmp_path, caplog, *, delay: float, drain: float):
+    """Start the daemon with its scheduler against an OME simulator whose vhost list answers
+    after `delay` seconds, stop it (what SIGTERM does) while the first poll waits for it, and
+    return the snapshots it published meanwhile."""
+    import asyncio
+    import logging
+
+    from monitor.daemon import Daemon
+    from monitor.sim.ome import OmeSim
+
+    caplog.set_level(logging.DEBUG)
+    sim = OmeSim(OME_TOKEN)
+    sim.add_stream("default/live/main")
+    sim.delay(delay, path="/v1/vhosts")
+    async with serve(sim.app()) as url:
+        path = tmp_path / "streamwatch.yaml"
+        path.write_text(
+            "listen: 127.0.0.1:0\n"
+            f"state_dir: {tmp_path / 'state'}\n"
+            "rule_files: []\n"
+            "sources:\n"
+            f"  ome:\n    - {{name: origin, url: {url}, access_token: {OME_TOKEN}, interval: 1s}}\n"
+        )
+        daemon = Daemon(path, drain_seconds=drain)
+        published: list[Any] = []
+        daemon.snapshot_listeners.append(published.append)
+        await daemon.start(serve=False)
+        (poller,) = daemon.pollers()
+        in_flight = asyncio.Event()
+        poll = poller.source.poll
+
+        async def signalling_poll() -> Any:
+            in_flight.set()
+            return await poll()
+
+        poller.source.poll = signalling_poll  # type: ignore[method-assign]
+        try:
+            await asyncio.wait_for(in_flight.wait(), 5)
+        finally:
+            await daemon.stop()
+    return published
+
+
+async def test_sigterm_lets_a_poll_in_flight_finish_within_the_drain(tmp_path, caplog):
+    published = await stop_during_a_poll(tmp_path, caplog, delay=0.3, drain=5.0)
+    assert [s.ok for s in published if s.source.name == "origin"] == [True]
+    assert [r for r in caplog.records if r.levelno >= 40] == []
+    assert not [r for r in caplog.records if r.getMessage() == "poll cancelled at shutdown"]
+
+
+async def test_sigterm_cancels_a_poll_past_the_drain_quietly(tmp_path, caplog):
+    published = await stop_during_a_poll(tmp_path, caplog, delay=5.0, drain=0.2)
+    assert [s for s in published if s.source.name == "origin"] == []  # publishes nothing
+    errors = [r for r in caplog.records if r.levelno >= 40 or r.exc_info]
+    assert errors == [], [(r.name, r.getMessage()) for r in errors]
+    (cancelled,) = [r for r in caplog.records if r.getMessage() == "poll cancelled at shutdown"]
+    assert (cancelled.levelname, cancelled.source) == ("INFO", "ome/origin")
+
+
+def test_the_managers_default_drain_is_5s():
+    from monitor.sources.manager import SourceManager
+
+    manager = SourceManager(
+        SourceMetrics(CollectorRegistry()), on_snapshot=lambda s: None, on_removed=lambda r: None
+    )
+    assert manager.drain_seconds == 5.0

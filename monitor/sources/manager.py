@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 SourceKey = tuple[str, str]
 
+# How long close() lets polls in flight finish before it cancels them (SIGTERM's drain).
+DRAIN_SECONDS = 5.0
+
 
 class SourceManager:
     def __init__(
@@ -38,7 +41,7 @@ class SourceManager:
         on_removed: Callable[[SourceRef], None],
         clock: Clock = time.time,
         store: Any = None,
-        drain_seconds: float = 10.0,
+        drain_seconds: float = DRAIN_SECONDS,
     ):
         self.metrics = metrics
         self.clock = clock
@@ -122,8 +125,9 @@ class SourceManager:
                 self._schedule(key, poller)
 
     async def close(self) -> None:
-        """Stop scheduling, let running polls finish for `drain_seconds`, cancel the rest and
-        close every session."""
+        """Stop scheduling, let running polls finish (and publish) for `drain_seconds`, cancel
+        the rest quietly (each is logged once at info, and publishes nothing) and close every
+        session. The scheduler may already be shut down: polls run in tasks of their own."""
         self._closing = True
         for key in self._pollers:
             self._unschedule(key)
@@ -160,9 +164,9 @@ class SourceManager:
 
     def refresh_now(self, ref: SourceRef) -> None:
         """Poll a source at once (a callback said something changed)."""
-        key = (ref.kind, ref.name)
-        if key in self._pollers and not self._closing:
-            self._spawn(self._poll_job(key, requested=True))
+        poller = self._pollers.get((ref.kind, ref.name))
+        if poller is not None and not self._closing:
+            self._spawn(self._poll(poller, requested=True))
 
     def push(self, ref: SourceRef, entities: list[Entity]) -> None:
         """Entities an upstream pushed (callback events) go on at once, as a partial snapshot;
@@ -217,7 +221,12 @@ class SourceManager:
             with contextlib.suppress(Exception):
                 self._scheduler.remove_job(self._job_id(key))
 
-    async def _poll_job(self, key: SourceKey, requested: bool = False) -> None:
+    async def _poll_job(self, key: SourceKey) -> None:
+        """What the scheduler runs on each tick. The poll itself runs
+        in a task of the manager's, shielded: APScheduler cancels its jobs when it shuts down,
+        and logs a cancelled job as an ERROR with a traceback, while a poll in flight at
+        SIGTERM should finish within `drain_seconds` (close() waits for it). So this wrapper
+        never raises."""
         poller = self._pollers.get(key)
         if poller is None or self._closing:
             return
@@ -225,10 +234,26 @@ class SourceManager:
         if task is not None:
             self._tasks.add(task)
         try:
-            await poller.refresh(requested=requested, scheduled=not requested)
+            poll = self._spawn(self._poll(poller, requested=False))
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(poll)
         finally:
             if task is not None:
                 self._tasks.discard(task)
+
+    async def _poll(self, poller: SourcePoller, requested: bool) -> None:
+        try:
+            await poller.refresh(requested=requested, scheduled=not requested)
+        except asyncio.CancelledError:
+            # Cut short by close() after the drain, or by a reload removing the source: the
+            # poll publishes nothing (its snapshot never reached the listeners).
+            if self._closing:
+                log.info("poll cancelled at shutdown", extra={"source": str(poller.ref)})
+            raise
+        except Exception:
+            # A listener's bug (the pipeline): said here, once, with its traceback; the next
+            # tick polls again.
+            log.exception("poll failed", extra={"source": str(poller.ref)})
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
