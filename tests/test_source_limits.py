@@ -619,3 +619,105 @@ def test_the_managers_default_drain_is_5s():
         SourceMetrics(CollectorRegistry()), on_snapshot=lambda s: None, on_removed=lambda r: None
     )
     assert manager.drain_seconds == 5.0
+
+
+# -- item 14: one bad stream does not fail the whole OME poll ---------------------------------
+
+
+def skipped(registry: CollectorRegistry, reason: str) -> float:
+    value = registry.get_sample_value(
+        "streamwatch_source_items_skipped_total",
+        {"kind": "ome", "source": "origin", "reason": reason},
+    )
+    return value or 0.0
+
+
+def rewriting(app: Any, path: str, old: bytes, new: bytes) -> Any:
+    """The simulator's app with the answer to `path` rewritten byte for byte: how an upstream
+    sends bytes that are not UTF-8 (the simulator itself always sends valid JSON text)."""
+    from aiohttp import web
+
+    @web.middleware
+    async def rewrite(request: web.Request, handler: Any) -> web.StreamResponse:
+        response = await handler(request)
+        if request.path == path and isinstance(response, web.Response) and response.body:
+            body = bytes(response.body).replace(old, new)
+            return web.Response(body=body, status=response.status, content_type="application/json")
+        return response
+
+    app.middlewares.append(rewrite)
+    return app
+
+
+async def test_a_stream_name_with_a_lone_surrogate_is_skipped_and_counted(clock, caplog):
+    import logging
+
+    from monitor.sim.ome import OmeSim
+
+    caplog.set_level(logging.DEBUG, logger="monitor.sources.ome")
+
+    sim = OmeSim(OME_TOKEN, clock=clock)
+    for name in ("good", "bad\udc80name", "other"):
+        sim.add_stream(f"default/live/{name}")
+    registry = CollectorRegistry()
+    async with serve(sim.app()) as url:
+        source = ome_source(url, clock, registry)
+        poller = SourcePoller(source, source.context.metrics, clock=clock)
+        try:
+            first = await poller.refresh()
+            clock.advance(5)
+            await poller.refresh()
+        finally:
+            await source.close()
+    assert first is not None and first.ok, first
+    streams = sorted(e.labels["stream"] for e in first.entities if e.kind == "ome.stream")
+    assert streams == ["good", "other"]
+    assert skipped(registry, "bad_name") == 2  # once per poll
+    said = [r for r in caplog.records if r.getMessage() == "items skipped"]
+    assert [r.levelname for r in said] == ["WARNING", "DEBUG"]  # said once, then counted
+    assert said[0].reason == "bad_name" and "\\udc80" in said[0].example
+
+
+async def test_invalid_utf8_in_the_stream_list_skips_that_name_only(clock):
+    from monitor.sim.ome import OmeSim
+
+    sim = OmeSim(OME_TOKEN, clock=clock)
+    for name in ("good", "broken", "other"):
+        sim.add_stream(f"default/live/{name}")
+    app = rewriting(sim.app(), "/v1/vhosts/default/apps/live/streams", b'"broken"', b'"bro\xffken"')
+    registry = CollectorRegistry()
+    async with serve(app) as url:
+        source = ome_source(url, clock, registry)
+        try:
+            entities = await source.poll()
+        finally:
+            await source.close()
+    streams = sorted(e.labels["stream"] for e in entities if e.kind == "ome.stream")
+    assert streams == ["good", "other"]
+    assert skipped(registry, "bad_name") == 1
+
+
+async def test_undecodable_text_in_one_streams_stats_skips_that_stream_only(clock):
+    from monitor.sim.ome import OmeSim
+
+    sim = OmeSim(OME_TOKEN, clock=clock)
+    for name in ("good", "broken"):
+        sim.add_stream(f"default/live/{name}")
+    app = rewriting(
+        sim.app(),
+        "/v1/stats/current/vhosts/default/apps/live/streams/broken",
+        b'"createdTime":',
+        b'"creat\xffedTime":',
+    )
+    registry = CollectorRegistry()
+    async with serve(app) as url:
+        source = ome_source(url, clock, registry, expected_streams=["default/live/broken"])
+        try:
+            entities = await source.poll()
+        finally:
+            await source.close()
+    streams = {e.labels["stream"]: e.present for e in entities if e.kind == "ome.stream"}
+    # Skipped, not reported missing: it is listed, only its numbers cannot be read.
+    assert streams == {"good": True}
+    assert skipped(registry, "bad_text") == 1
+    assert any(e.kind == "ome.app" for e in entities)

@@ -8,6 +8,7 @@ entities. A 404 is `NotFound`, which the poll treats as "gone since the list", n
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -52,7 +53,7 @@ def _read(response: Response) -> Any:
     """The envelope's `response` (None for action calls), or the error OME sent."""
     status, what = response.status, response.what
     if status in (200, 207):
-        envelope = response.json()
+        envelope = _decode(response.body, what)
         if not isinstance(envelope, Mapping):
             raise SourceError(BAD_RESPONSE, f"{what}: response is not a JSON object")
         return envelope.get("response")
@@ -65,6 +66,16 @@ def _read(response: Response) -> Any:
         status=status,
         retry_after=response.retry_after,
     )
+
+
+def _decode(raw: bytes, what: str) -> Any:
+    """The JSON of an answer. Bytes that are not UTF-8 become lone surrogates instead of
+    failing the whole answer: one stream with a broken name must not hide all the others (the
+    source skips and counts the items whose text cannot be encoded again)."""
+    try:
+        return json.loads(raw.decode("utf-8", "surrogateescape"))
+    except ValueError as exc:
+        raise SourceError(BAD_RESPONSE, f"{what}: body is not JSON") from exc
 
 
 def _error_message(raw: bytes) -> str | None:

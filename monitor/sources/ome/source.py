@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import functools
+import logging
 import sys
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -18,6 +19,8 @@ from monitor.sources.base import Source, SourceContext
 from monitor.sources.ome.client import NotFound, OmeClient
 from monitor.sources.ome.config import OmeSourceConfig
 
+log = logging.getLogger(__name__)
+
 KIND_VHOST = "ome.vhost"
 KIND_APP = "ome.app"
 KIND_STREAM = "ome.stream"
@@ -27,6 +30,10 @@ ENTITY_KINDS = (KIND_VHOST, KIND_APP, KIND_STREAM, KIND_PUSH, KIND_RECORD)
 
 # Push and record task states: the documented ones plus those a real OME 0.20 reports.
 TASK_STATES = ("ready", "started", "pushing", "recording", "stopping", "stopped", "error")
+
+# Reasons an item of an answer is skipped (`streamwatch_source_items_skipped_total{reason}`).
+BAD_NAME = "bad_name"  # a vhost, app or stream name that is not text or cannot be encoded
+BAD_TEXT = "bad_text"  # statistics, info or a task holding text that cannot be encoded
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -119,6 +126,35 @@ def _task_fields(task: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: an escape, or a byte that was not UTF-8
+        return False
+    return True
+
+
+def readable(body: Any) -> bool:
+    """Whether every string of a JSON value (keys too) can be encoded as UTF-8. Iterative: an
+    answer nested deep must not exhaust the stack."""
+    stack = [body]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if not _encodable(value):
+                return False
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                if isinstance(key, str) and not _encodable(key):
+                    return False
+                stack.append(item)
+        elif isinstance(value, list):
+            stack.extend(value)
+    return True
+
+
 async def map_bounded(
     func: Callable[[T], Awaitable[R]], items: Iterable[T], concurrency: int
 ) -> list[R]:
@@ -168,6 +204,11 @@ class OmeSource(Source):
         # Stream info by stream: (createdTime as OME sent it, info) from the polls before.
         self._info: dict[StreamKey, tuple[Any, Mapping[str, Any]]] = {}
         self._polls = 0
+        # Items the poll in progress skipped (by reason, and one example of each), and the
+        # reasons already logged once.
+        self._skips: dict[str, int] = {}
+        self._examples: dict[str, str] = {}
+        self._skips_said: set[str] = set()
 
     async def open(self) -> None:
         await self.client.open()
@@ -187,9 +228,61 @@ class OmeSource(Source):
     def _vhost_wanted(self, vhost: str) -> bool:
         return any(fnmatch.fnmatchcase(vhost, g.split("/")[0]) for g in self.config.include)
 
+    # -- items that cannot be read ------------------------------------------------------------
+
+    def _names(self, values: Iterable[Any], what: str) -> list[str]:
+        """The usable names of a list (vhosts, apps, streams): strings that are not empty and
+        can be encoded (a name with bytes that are not UTF-8 could be neither requested nor
+        exported). The others are skipped and counted; the rest of the poll goes on."""
+        names = []
+        for value in values:
+            if isinstance(value, str) and value and _encodable(value):
+                names.append(value)
+            else:
+                self._skip(BAD_NAME, f"{what} {value!a}")
+        return names
+
+    def _readable(self, body: Any, what: str) -> bool:
+        """Whether every text of an answer can be encoded; if not, the item it describes is
+        skipped and counted (a label or a log line holding it could not be written)."""
+        if readable(body):
+            return True
+        self._skip(BAD_TEXT, what)
+        return False
+
+    def _skip(self, reason: str, example: str) -> None:
+        self._skips[reason] = self._skips.get(reason, 0) + 1
+        self._examples.setdefault(reason, example[:200])
+
+    def _report_skips(self) -> None:
+        for reason, count in self._skips.items():
+            self.context.metrics.skipped(self.ref, reason, count)
+            loud = reason not in self._skips_said  # once per reason, then only the counter
+            self._skips_said.add(reason)
+            log.log(
+                logging.WARNING if loud else logging.DEBUG,
+                "items skipped",
+                extra={
+                    "source": str(self.ref),
+                    "reason": reason,
+                    "count": count,
+                    "example": self._examples[reason],
+                },
+            )
+        self._skips, self._examples = {}, {}
+
+    # -- polling -------------------------------------------------------------------------------
+
     async def poll(self) -> list[Entity]:
+        try:
+            return await self._poll()
+        finally:
+            self._report_skips()
+
+    async def _poll(self) -> list[Entity]:
         server = self.name
-        vhosts = [str(v) for v in await self.client.vhosts() if self._vhost_wanted(str(v))]
+        listed = self._names(await self.client.vhosts(), "vhost")
+        vhosts = [v for v in listed if self._vhost_wanted(v)]
         concurrency = self.config.concurrency
 
         async def vhost_part(vhost: str) -> tuple[list[Entity], list[tuple[str, str]]]:
@@ -199,8 +292,11 @@ class OmeSource(Source):
             except NotFound:
                 return [], []  # removed since the vhost list: not an error
             labels = {"server": server, "vhost": vhost}
-            entity = Entity(KIND_VHOST, labels, stats_fields(stats))
-            return [entity], [(vhost, str(a)) for a in apps if self._app_wanted(vhost, str(a))]
+            found = []
+            if self._readable(stats, f"stats of vhost {vhost}"):
+                found.append(Entity(KIND_VHOST, labels, stats_fields(stats)))
+            names = self._names(apps, f"app of {vhost}")
+            return found, [(vhost, a) for a in names if self._app_wanted(vhost, a)]
 
         vhost_results = await map_bounded(vhost_part, vhosts, concurrency)
         entities = [e for found, _ in vhost_results for e in found]
@@ -219,8 +315,8 @@ class OmeSource(Source):
         self._info = infos  # streams gone since are forgotten
         seen: set[tuple[str, str, str]] = set()
         for key, found in zip(streams, stream_results, strict=True):
-            if found:
-                seen.add(key)
+            if found is not None:  # None: ended between the list and now
+                seen.add(key)  # a stream skipped as unreadable is there all the same
                 entities.extend(found)
         for expected in self.config.expected_streams:
             vhost, app, stream = expected.split("/")
@@ -239,7 +335,9 @@ class OmeSource(Source):
             names = await self.client.streams(vhost, app)
         except NotFound:
             return [], []
-        entities = [Entity(KIND_APP, labels, stats_fields(stats))]
+        entities = []
+        if self._readable(stats, f"stats of app {vhost}/{app}"):
+            entities.append(Entity(KIND_APP, labels, stats_fields(stats)))
         for wanted, action, kind in (
             (self.config.pushes, "pushes", KIND_PUSH),
             (self.config.records, "records", KIND_RECORD),
@@ -251,10 +349,13 @@ class OmeSource(Source):
             except NotFound:
                 continue  # the Push / File publisher is not enabled on this app
             for task in tasks:
-                if isinstance(task, Mapping) and "id" in task:
+                if not (isinstance(task, Mapping) and "id" in task):
+                    continue
+                if self._readable(task, f"{action} task of {vhost}/{app}"):
                     task_labels = {**labels, "id": str(task["id"])}
                     entities.append(Entity(kind, task_labels, _task_fields(task)))
-        return entities, [(vhost, app, str(name)) for name in names]
+        streams = self._names(names, f"stream of {vhost}/{app}")
+        return entities, [(vhost, app, name) for name in streams]
 
     def _info_due(self, key: StreamKey) -> bool:
         """Whether this poll refreshes the info of a known, unchanged stream: once every
@@ -281,16 +382,21 @@ class OmeSource(Source):
 
     async def _poll_stream(
         self, key: StreamKey, infos: dict[StreamKey, tuple[Any, Mapping[str, Any]]]
-    ) -> list[Entity]:
+    ) -> list[Entity] | None:
         vhost, app, stream = key
         labels = {"server": self.name, "vhost": vhost, "app": app, "stream": stream}
         try:
             # Sequential on purpose: the workers of map_bounded already give the concurrency,
             # and a failed pair then leaves no orphan request behind.
             stats = await self.client.stream_stats(vhost, app, stream)
+            if not self._readable(stats, f"stats of stream {vhost}/{app}/{stream}"):
+                return []
             info = await self._stream_info(key, stats, infos) if self.config.stream_info else {}
         except NotFound:
-            return []  # ended between the list and now: normal, not an error
+            return None  # ended between the list and now: normal, not an error
+        if not self._readable(info, f"info of stream {vhost}/{app}/{stream}"):
+            infos.pop(key, None)
+            return []
         fields = stats_fields(stats)
         source = info.get("input") if isinstance(info.get("input"), Mapping) else {}
         fields["source_type"] = (
