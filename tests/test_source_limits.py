@@ -721,3 +721,212 @@ async def test_undecodable_text_in_one_streams_stats_skips_that_stream_only(cloc
     assert streams == {"good": True}
     assert skipped(registry, "bad_text") == 1
     assert any(e.kind == "ome.app" for e in entities)
+
+
+# -- item 12: NAVER callbacks cannot grow labels, logs or the cursor without bound -----------
+
+NAVER_AK = "AK-limits-0001"
+NAVER_SK = "SK-limits-0002"
+NAVER_T0 = 1_750_000_000.0
+
+
+def naver_source(url: str, clock: Any, store: Any, registry: CollectorRegistry | None = None):
+    from monitor.sources.naver.config import NaverSourceConfig
+    from monitor.sources.naver.source import NaverSource
+
+    config = NaverSourceConfig(
+        name="kr", url=url, access_key=NAVER_AK, secret_key=NAVER_SK, callback_token="cb-tok"
+    )
+    metrics = SourceMetrics(registry or CollectorRegistry())
+    return NaverSource(config, SourceContext(metrics=metrics, clock=clock, store=store))
+
+
+def callback(channel: str, code: str, ts: float, **extra: Any) -> dict[str, Any]:
+    return {"id": 1, "logLevel": "INFO", "channelId": channel, "event": code,
+            "timestamp": int(ts * 1000), **extra}  # fmt: skip
+
+
+@pytest.fixture
+def naver_clock() -> FakeClock:
+    return FakeClock(NAVER_T0)
+
+
+@pytest.fixture
+def state(tmp_path):
+    from monitor.store import Store
+
+    store = Store(tmp_path / "state.sqlite3")
+    yield store
+    store.close()
+
+
+async def test_undocumented_event_codes_count_as_other(naver_clock, state):
+    from monitor.sim.naver import NaverSim
+    from monitor.sources.naver.source import EVENT_CODES
+
+    sim = NaverSim(NAVER_AK, NAVER_SK, naver_clock)
+    channel = sim.add_channel(name="ch")["channelId"]
+    async with serve(sim.app()) as url:
+        source = naver_source(url, naver_clock, state)
+        try:
+            await source.poll()
+            for n in range(50):  # fifty distinct codes nobody documented
+                assert source.accept_callback(callback(channel, f"VENDOR_ERROR_{n}", NAVER_T0)) == 1
+            source.accept_callback(callback(channel, "publish_end", NAVER_T0))
+            entities = await source.poll()
+        finally:
+            await source.close()
+    (entity,) = [e for e in entities if e.kind == "naver.channel"]
+    events = entity.fields["events"]
+    assert events["other"] == 50 and events["PUBLISH_END"] == 1
+    assert set(events) == {
+        *EVENT_CODES,
+        "other",
+    }
+    # Each event entity still says which code it was.
+    codes = {e.labels["event"] for e in entities if e.kind == "naver.event"}
+    assert "VENDOR_ERROR_7" in codes and "PUBLISH_END" in codes
+
+
+def test_other_starts_at_zero_like_every_documented_code(naver_clock):
+    source = naver_source("http://127.0.0.1:1", naver_clock, None)
+    entity = source._channel_entity({"channelId": "ls-1", "channelName": "x"})
+    assert entity.fields["events"]["other"] == 0
+
+
+@pytest.mark.parametrize(
+    ("code", "complaint"),
+    [
+        ("X" * 65, "longer than 64 characters"),
+        ("X" * 900_000, "longer than 64 characters"),
+        ("PUBLISH END", "letters, digits"),
+        ("PUBLISH\nEND", "letters, digits"),
+        ('ev{x="1"}', "letters, digits"),
+        ("ÉVÉNEMENT", "letters, digits"),
+    ],
+    ids=["65-chars", "900k-chars", "space", "newline", "label-syntax", "non-ascii"],
+)
+def test_an_event_code_that_is_no_code_is_refused_with_a_clear_error(naver_clock, code, complaint):
+    source = naver_source("http://127.0.0.1:1", naver_clock, None)
+    with pytest.raises(ValueError, match=complaint) as caught:
+        source.accept_callback(callback("ls-1", code, NAVER_T0))
+    assert len(str(caught.value)) < 200
+    assert source._counts == {}
+
+
+def test_a_channel_id_that_is_no_id_is_refused(naver_clock):
+    source = naver_source("http://127.0.0.1:1", naver_clock, None)
+    with pytest.raises(ValueError, match="channelId longer than 128"):
+        source.accept_callback(callback("c" * 129, "PUBLISH_END", NAVER_T0))
+    with pytest.raises(ValueError, match="channelId must be"):
+        source.accept_callback(callback("ls 1", "PUBLISH_END", NAVER_T0))
+
+
+def test_a_callback_from_the_far_future_is_refused(naver_clock, state):
+    source = naver_source("http://127.0.0.1:1", naver_clock, state)
+    with pytest.raises(ValueError, match="in the future"):
+        source.accept_callback(callback("ls-1", "PUBLISH_END", NAVER_T0 + 86400 * 365))
+    # Within NAVER's 5 minute skew it is taken.
+    assert source.accept_callback(callback("ls-1", "PUBLISH_END", NAVER_T0 + 290)) == 1
+
+
+def test_callbacks_do_not_rewrite_the_cursor(naver_clock, state, monkeypatch):
+    writes: list[str] = []
+    real = state.save_cursor
+    monkeypatch.setattr(state, "save_cursor", lambda *a: (writes.append(a[2]), real(*a))[1])
+    source = naver_source("http://127.0.0.1:1", naver_clock, state)
+    for n in range(100):
+        assert source.accept_callback(callback("ls-1", "PUBLISH_END", NAVER_T0 - n)) == 1
+    assert writes == []
+    # A restart does not count them again: the seen-event table holds them.
+    again = naver_source("http://127.0.0.1:1", naver_clock, state)
+    assert again.accept_callback(callback("ls-1", "PUBLISH_END", NAVER_T0 - 5)) == 0
+
+
+async def test_the_cursor_keeps_neither_far_future_events_for_ever_nor_more_than_a_cap(
+    naver_clock, state, monkeypatch
+):
+    import json
+
+    from monitor.sim.naver import NaverSim
+    from monitor.sources.naver import source as naver
+
+    monkeypatch.setattr(naver, "MAX_RECENT_EVENTS", 5)
+    sim = NaverSim(NAVER_AK, NAVER_SK, naver_clock)
+    channel = sim.add_channel(name="ch")["channelId"]
+    sim.add_event(channel, "STREAM_UPDATE", timestamp=NAVER_T0 + 86400 * 365)  # a broken clock
+    for n in range(10):
+        sim.add_event(channel, "THUMBNAIL_CREATE", timestamp=NAVER_T0 - 60 + n)
+    async with serve(sim.app()) as url:
+        source = naver_source(url, naver_clock, state)
+        try:
+            await source.poll()
+            saved = json.loads(state.load_cursor("naver/kr", "events"))
+            assert len(saved["recent"]) == 5
+            assert max(saved["recent"].values()) <= (NAVER_T0 + 300) * 1000
+            # Once the late window has passed the clamped stamp, it is gone.
+            naver_clock.advance(300 + 600 + 1)
+            await source.poll()
+            saved = json.loads(state.load_cursor("naver/kr", "events"))
+        finally:
+            await source.close()
+    assert not any("STREAM_UPDATE" in key for key in saved["recent"])
+
+
+async def test_counts_of_channels_that_do_not_exist_are_not_kept(naver_clock, state):
+    from monitor.sim.naver import NaverSim
+
+    sim = NaverSim(NAVER_AK, NAVER_SK, naver_clock)
+    channel = sim.add_channel(name="ch")["channelId"]
+    async with serve(sim.app()) as url:
+        source = naver_source(url, naver_clock, state)
+        try:
+            for n in range(20):
+                source.accept_callback(callback(f"ls-bogus-{n}", "PUBLISH_END", NAVER_T0))
+            source.accept_callback(callback(channel, "PUBLISH_END", NAVER_T0))
+            naver_clock.advance(1)
+            await source.poll()
+        finally:
+            await source.close()
+    assert set(source._counts) == {channel}
+
+
+async def test_event_list_items_with_bad_codes_are_skipped_and_counted(naver_clock, state):
+    from monitor.sim.naver import NaverSim
+
+    registry = CollectorRegistry()
+    sim = NaverSim(NAVER_AK, NAVER_SK, naver_clock)
+    channel = sim.add_channel(name="ch")["channelId"]
+    sim.add_event(channel, "X" * 100)
+    sim.add_event(channel, "PUBLISH_END")
+    async with serve(sim.app()) as url:
+        source = naver_source(url, naver_clock, state, registry)
+        try:
+            entities = await source.poll()
+        finally:
+            await source.close()
+    assert [e.labels["event"] for e in entities if e.kind == "naver.event"] == ["PUBLISH_END"]
+    assert (
+        registry.get_sample_value(
+            "streamwatch_source_items_skipped_total",
+            {"kind": "naver", "source": "kr", "reason": "bad_event"},
+        )
+        == 1
+    )
+
+
+def test_a_callback_body_nested_absurdly_deep_is_a_value_error():
+    from monitor.sources.naver import parse_callback_body
+
+    with pytest.raises(ValueError, match="nested too deeply"):
+        parse_callback_body(b"[" * 20_000 + b"]" * 20_000)
+    with pytest.raises(ValueError, match="larger than"):
+        parse_callback_body(b"[" * 200_000 + b"]" * 200_000)
+    with pytest.raises(ValueError, match="not UTF-8"):
+        parse_callback_body(b'{"event": "\xff"}')
+    with pytest.raises(ValueError, match="not JSON"):
+        parse_callback_body(b'{"event": ')
+    assert parse_callback_body(b'{"channelId": "ls-1", "event": "PUBLISH_END"}') == {
+        "channelId": "ls-1",
+        "event": "PUBLISH_END",
+    }

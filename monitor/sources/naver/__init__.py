@@ -6,7 +6,7 @@ from monitor.sources.base import Upstream
 from monitor.sources.naver.actions import VERBS
 from monitor.sources.naver.config import NaverSourceConfig
 from monitor.sources.naver.families import FAMILIES
-from monitor.sources.naver.source import ENTITY_KINDS, NaverSource
+from monitor.sources.naver.source import ENTITY_KINDS, NaverSource, parse_callback_body
 
 UPSTREAM = Upstream(
     kind="naver",
@@ -17,4 +17,4 @@ UPSTREAM = Upstream(
     verbs=VERBS,
 )
 
-__all__ = ["UPSTREAM"]
+__all__ = ["UPSTREAM", "parse_callback_body"]

@@ -21,6 +21,6 @@ def channel_status(entity: Entity) -> Iterator[Sample]:
 # fmt: off
 FAMILIES: tuple[Family, ...] = (
     Family("naver_channel_status", "gauge", "channelStatus of a Live Station channel (state set; PUBLISH is reported as PUBLISHING).", KIND_CHANNEL, ("channel",), channel_status, ("channel_name", "status")),
-    Family("naver_channel_events_total", "counter", "Live Station channel events seen by this daemon (poll and callback, each counted once).", KIND_CHANNEL, ("channel",), per_key("events"), ("event",)),
+    Family("naver_channel_events_total", "counter", "Live Station channel events seen by this daemon (poll and callback, each counted once); undocumented codes count as event=\"other\".", KIND_CHANNEL, ("channel",), per_key("events"), ("event",)),
 )
 # fmt: on

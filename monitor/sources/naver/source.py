@@ -14,6 +14,7 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -62,6 +63,29 @@ EVENT_CODES: tuple[str, ...] = (
     "BACKUP_SESSION_STREAMING_DISCONNECTED",
     "STREAM_FINISH",
 )
+# Codes not in the list above (ERROR-level codes are not enumerated anywhere) are counted under
+# this one label value, so that an upstream, or anyone who knows the callback URL, cannot grow
+# `naver_channel_events_total` without bound. The `naver.event` entity keeps the code itself.
+OTHER_EVENT = "other"
+_DOCUMENTED = frozenset(EVENT_CODES)
+# An event code, and a channel id, as NAVER writes them: anything else is refused (callback)
+# or skipped (event list), before it can reach a label, a log line or the state.
+MAX_CODE_LENGTH = 64
+_CODE = re.compile(r"[A-Za-z0-9_.-]+")
+MAX_CHANNEL_LENGTH = 128
+_CHANNEL = re.compile(r"[A-Za-z0-9_.:-]+")
+MAX_TEXT_LENGTH = 1000  # description, callback id and log level are cut to this
+# A callback stamped later than now plus NAVER's signature skew is refused: it would sit in the
+# event ledger until the clock caught up with it.
+CALLBACK_SKEW_S = 300.0
+# The newest event keys kept in the cursor (besides the late-window age bound).
+MAX_RECENT_EVENTS = 10_000
+# A callback body is one small JSON object; a bigger or deeper one is refused.
+MAX_CALLBACK_BODY = 64 * 1024
+# The `event` label values of `naver_channel_events_total`; each starts at 0 per channel.
+COUNTED_CODES: tuple[str, ...] = (*EVENT_CODES, OTHER_EVENT)
+# Event list items without a usable channel id, code or timestamp (items_skipped reason).
+BAD_EVENT = "bad_event"
 # Older doc revisions (2024) spell the streaming status PUBLISH.
 STATUS_ALIASES = {"PUBLISH": "PUBLISHING"}
 
@@ -107,8 +131,38 @@ class _Event:
         return f"{self.channel}:{self.code}:{self.ts_ms}"
 
 
+def counted_code(code: str) -> str:
+    """The `event` label value an event is counted under: its code if documented, else
+    OTHER_EVENT."""
+    return code if code in _DOCUMENTED else OTHER_EVENT
+
+
+def _check_code(code: str) -> str:
+    """An event code, upper-cased; ValueError when it cannot be one."""
+    code = code.strip()
+    if len(code) > MAX_CODE_LENGTH:
+        raise ValueError(f"event code longer than {MAX_CODE_LENGTH} characters")
+    if not _CODE.fullmatch(code):
+        raise ValueError("event code must be letters, digits, '_', '.' or '-'")
+    return code.upper()
+
+
+def _check_channel(channel: str) -> str:
+    channel = channel.strip()
+    if len(channel) > MAX_CHANNEL_LENGTH:
+        raise ValueError(f"channelId longer than {MAX_CHANNEL_LENGTH} characters")
+    if not _CHANNEL.fullmatch(channel):
+        raise ValueError("channelId must be letters, digits, '_', '.', ':' or '-'")
+    return channel
+
+
+def _cut(text: str | None) -> str | None:
+    return text[:MAX_TEXT_LENGTH] if text is not None else None
+
+
 def _event_from_item(item: Any) -> _Event | None:
-    """One item of an event list (`eventCode`); None when it cannot be identified."""
+    """One item of an event list (`eventCode`); None when it cannot be identified, or its
+    code or channel id is not one."""
     if not isinstance(item, Mapping):
         return None
     channel = parse.text(item.get("channelId"))
@@ -116,13 +170,35 @@ def _event_from_item(item: Any) -> _Event | None:
     ts_ms = parse.integer(item.get("timestamp"))
     if not channel or not code or ts_ms is None or ts_ms <= 0:
         return None
+    try:
+        channel, code = _check_channel(channel), _check_code(code)
+    except ValueError:
+        return None
     return _Event(
         channel=channel,
-        code=code.strip().upper(),
+        code=code,
         ts_ms=ts_ms,
-        log_level=parse.text(item.get("logLevel")),
-        description=parse.text(item.get("description")),
+        log_level=_cut(parse.text(item.get("logLevel"))),
+        description=_cut(parse.text(item.get("description"))),
     )
+
+
+def parse_callback_body(raw: bytes) -> Any:
+    """The JSON of a callback request body, for the web layer (instead of `request.json()`).
+    Raises ValueError (a 400) for a body that is too big, not UTF-8, not JSON, or nested too
+    deep to parse (a RecursionError, which would otherwise be a 500 with a traceback)."""
+    if len(raw) > MAX_CALLBACK_BODY:
+        raise ValueError(f"callback body larger than {MAX_CALLBACK_BODY} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("callback body is not UTF-8") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("callback body is nested too deeply") from None
+    except ValueError:
+        raise ValueError("callback body is not JSON") from None
 
 
 def parse_callback(payload: Any) -> _Event:
@@ -136,6 +212,10 @@ def parse_callback(payload: Any) -> _Event:
     code = payload.get("event", payload.get("eventCode"))
     if not isinstance(code, str) or not code.strip():
         raise ValueError("callback body: event is missing or not a string")
+    try:
+        channel, code = _check_channel(str(channel)), _check_code(code)
+    except ValueError as exc:
+        raise ValueError(f"callback body: {exc}") from None
     raw_ts = payload.get("timestamp")
     ts_ms = parse.integer(raw_ts)
     if ts_ms is None or ts_ms <= 0:
@@ -144,12 +224,12 @@ def parse_callback(payload: Any) -> _Event:
     callback_id = None if raw_id is None or isinstance(raw_id, dict | list | bool) else str(raw_id)
     log_level = payload.get("logLevel")
     return _Event(
-        channel=str(channel).strip(),
-        code=code.strip().upper(),
+        channel=channel,
+        code=code,
         ts_ms=ts_ms,
-        log_level=str(log_level) if isinstance(log_level, str | int) else None,
-        description=parse.text(payload.get("description")),
-        callback_id=callback_id,
+        log_level=_cut(str(log_level)) if isinstance(log_level, str | int) else None,
+        description=_cut(parse.text(payload.get("description"))),
+        callback_id=_cut(callback_id),
     )
 
 
@@ -182,18 +262,25 @@ class _EventLedger:
             data = json.loads(raw)
             cursor = data.get("ts")
             self.cursor_ms = int(cursor) if cursor is not None else None
-            self._recent = {str(k): int(v) for k, v in dict(data.get("recent") or {}).items()}
+            recent = {str(k): int(v) for k, v in dict(data.get("recent") or {}).items()}
+            self._recent = dict(sorted(recent.items(), key=lambda i: i[1])[-MAX_RECENT_EVENTS:])
         except (ValueError, TypeError, AttributeError):
             log.warning("event cursor unreadable, starting afresh", extra={"source": self._source})
             self.cursor_ms, self._recent = None, {}
 
     def admit(self, events: Iterable[_Event], now: float, *, polled: bool) -> list[_Event]:
         """Record `events`; returns those never seen before, in order. A poll also moves the
-        cursor (and ignores events older than the late window before it)."""
+        cursor (and ignores events older than the late window before it) and saves it; a
+        callback does not rewrite the cursor (the seen-event table records its event, and
+        the next poll saves the cursor with it)."""
         self._load()
         events = list(events)
         now_ms = int(now * 1000)
         base = self.cursor_ms if self.cursor_ms is not None else now_ms
+        # Nothing is kept stamped later than now plus NAVER's skew: one event from a clock
+        # gone wrong must neither carry the cursor (persisted) past real events still to come
+        # nor stay in the kept set until the clock catches up with it.
+        ceiling = now_ms + int(CALLBACK_SKEW_S * 1000)
         candidates: dict[str, _Event] = {}
         for event in events:
             if polled and event.ts_ms < base - self._window_ms:
@@ -202,16 +289,16 @@ class _EventLedger:
                 candidates.setdefault(event.key, event)
         fresh_keys = set(self._remember(list(candidates), now))
         for key, event in candidates.items():
-            self._recent[key] = event.ts_ms
+            self._recent[key] = min(event.ts_ms, ceiling)
         if polled:
-            # One event stamped in the future must not carry the cursor (persisted) past
-            # real events still to come: the cursor never passes now plus NAVER's 5 min skew.
-            ceiling = now_ms + 300_000
             self.cursor_ms = max([base, *(min(e.ts_ms, ceiling) for e in events)])
         if self.cursor_ms is not None:
             floor = self.cursor_ms - self._window_ms
             self._recent = {k: ts for k, ts in self._recent.items() if ts >= floor}
-        if candidates or polled:
+        if len(self._recent) > MAX_RECENT_EVENTS:
+            newest = sorted(self._recent.items(), key=lambda item: item[1])[-MAX_RECENT_EVENTS:]
+            self._recent = dict(newest)
+        if polled:
             self._save()
         fresh = [event for key, event in candidates.items() if key in fresh_keys]
         return sorted(fresh, key=lambda e: e.ts_ms)
@@ -268,6 +355,7 @@ class NaverSource(Source):
         )
         self._ledger = _EventLedger(context.store, str(self.ref), int(EVENT_LATE_WINDOW_S * 1000))
         self._counts: dict[str, Counter[str]] = {}
+        self._counted_at: dict[str, float] = {}  # when a channel's counts last moved
         self._pending: list[tuple[_Event, str]] = []  # (event, via) waiting for the next poll
         self._names: dict[str, str] = {}
         self._lock = asyncio.Lock()
@@ -276,7 +364,7 @@ class NaverSource(Source):
         # Callback events already marked seen, and the per-channel counts, must not be lost
         # (or restart) because a reload changed, say, the interval.
         if isinstance(old, NaverSource):
-            self._counts = old._counts
+            self._counts, self._counted_at = old._counts, old._counted_at
             self._pending = old._pending + self._pending
 
     def __repr__(self) -> str:
@@ -292,18 +380,27 @@ class NaverSource(Source):
 
     async def poll(self) -> list[Entity]:
         async with self._lock:
+            started = self.context.clock()
             channels = await self.client.list_channels(self._page_size)
             items = await self.client.list_events() if self._events_enabled else []
             # Everything was read: only now is anything marked seen, so a failed poll loses nothing.
             events = []
+            unreadable = 0
             for item in items:
                 event = _event_from_item(item)
                 if event is None:
-                    log.debug("event list item without channelId/eventCode/timestamp skipped")
+                    unreadable += 1
                 else:
                     events.append(event)
+            if unreadable:
+                self.context.metrics.skipped(self.ref, BAD_EVENT, unreadable)
+                log.debug(
+                    "event list items skipped",
+                    extra={"source": str(self.ref), "count": unreadable},
+                )
             fresh = self._ledger.admit(events, self.context.clock(), polled=True)
             self._take(fresh, "poll")
+            self._forget_counts(channels, started)
             for channel in channels:
                 name = parse.text(channel.get("channelName"))
                 if name is not None:
@@ -315,12 +412,24 @@ class NaverSource(Source):
 
     def _take(self, events: Iterable[_Event], via: str, *, hold: bool = True) -> int:
         count = 0
+        now = self.context.clock()
         for event in events:
-            self._counts.setdefault(event.channel, Counter())[event.code] += 1
+            self._counts.setdefault(event.channel, Counter())[counted_code(event.code)] += 1
+            self._counted_at[event.channel] = now
             if hold:
                 self._pending.append((event, via))
             count += 1
         return count
+
+    def _forget_counts(self, channels: Iterable[Mapping[str, Any]], started: float) -> None:
+        """Drop the counts of channels the channel list no longer has (deleted, or never
+        real: a callback may name any channel id), unless they moved since this poll began
+        (a channel created meanwhile)."""
+        listed = {str(channel["channelId"]) for channel in channels}
+        for channel in [c for c in self._counts if c not in listed]:
+            if self._counted_at.get(channel, 0.0) < started:
+                del self._counts[channel]
+                self._counted_at.pop(channel, None)
 
     def _channel_entity(self, item: Mapping[str, Any]) -> Entity:
         channel_id = str(item["channelId"])
@@ -344,7 +453,7 @@ class NaverSource(Source):
                 "output_protocol": parse.text(item.get("outputProtocol")),
                 "use_dvr": parse.flag(use_dvr),
                 "record_type": parse.text(record.get("type")),
-                "events": dict.fromkeys(EVENT_CODES, 0) | dict(self._counts.get(channel_id, {})),
+                "events": dict.fromkeys(COUNTED_CODES, 0) | dict(self._counts.get(channel_id, {})),
             },
         )
 
@@ -376,9 +485,15 @@ class NaverSource(Source):
     def accept_callback(self, payload: Mapping[str, Any]) -> int:
         """Take one callback body; returns how many events were new (0 or 1). The new event
         is pushed to the rules at once (or, without a push hook, reported by the next poll).
-        Raises ValueError for a malformed body."""
+        Raises ValueError for a malformed body: a code or channel id that is not one, or a
+        timestamp later than now plus NAVER's skew."""
         event = parse_callback(payload)
-        fresh = self._ledger.admit([event], self.context.clock(), polled=False)
+        now = self.context.clock()
+        if event.ts_ms > (now + CALLBACK_SKEW_S) * 1000:
+            raise ValueError(
+                f"callback body: timestamp is more than {CALLBACK_SKEW_S:g}s in the future"
+            )
+        fresh = self._ledger.admit([event], now, polled=False)
         push = getattr(self.context, "push", None)
         # With a push hook the event reaches the rules now, even while polls fail; without
         # one it waits for the next poll.
