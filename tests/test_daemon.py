@@ -4,6 +4,7 @@ the shipped rules firing on the simulators' scheduled faults, and secrets kept o
 from __future__ import annotations
 
 import asyncio
+import json
 import itertools
 import logging
 import re
@@ -682,3 +683,25 @@ async def test_a_source_deferred_by_retry_after_still_raises_source_down_on_time
         assert alert.state == "firing"
     finally:
         await daemon.stop()
+
+
+async def test_hostile_callback_bodies_are_400s(sims, real_clock, tmp_path, caplog):
+    daemon = Daemon(write_config(tmp_path, sims), clock=real_clock)
+    await daemon.start(schedule=False)
+    try:
+        url = f"{daemon.url}/callbacks/naver/{CALLBACK_TOKEN}"
+        channel = next(iter(sims.naver.channels))
+        ms = int(real_clock() * 1000)
+        bodies = [
+            b"[" * 200_000 + b"]" * 200_000,  # nested 200k deep
+            json.dumps({"channelId": channel, "event": "X" * 100_000, "timestamp": ms}).encode(),
+            b"\xff\xfe not utf-8",
+        ]
+        async with aiohttp.ClientSession() as http:
+            for body in bodies:
+                async with http.post(url, data=body) as resp:
+                    assert resp.status == 400, body[:40]
+    finally:
+        await daemon.stop()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "X" * 1000 not in log_lines(caplog), "a hostile code is not logged whole"

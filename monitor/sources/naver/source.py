@@ -482,6 +482,10 @@ class NaverSource(Source):
             return False
         return hmac.compare_digest(token.encode(), expected.encode())
 
+    def accept_callback_body(self, raw: bytes) -> int:
+        """`accept_callback` of a raw request body, parsed within the callback's bounds."""
+        return self.accept_callback(parse_callback_body(raw))
+
     def accept_callback(self, payload: Mapping[str, Any]) -> int:
         """Take one callback body; returns how many events were new (0 or 1). The new event
         is pushed to the rules at once (or, without a push hook, reported by the next poll).
