@@ -4,8 +4,8 @@ the shipped rules firing on the simulators' scheduled faults, and secrets kept o
 from __future__ import annotations
 
 import asyncio
-import json
 import itertools
+import json
 import logging
 import re
 import signal
