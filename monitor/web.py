@@ -137,8 +137,11 @@ async def sources(request: web.Request) -> web.Response:
                 "lastPollDurationSeconds": latest.duration if latest else None,
                 "lastError": latest.failure.message if latest and latest.failure else None,
                 "lastErrorReason": latest.failure.reason if latest and latest.failure else None,
+                "lastErrorCode": latest.failure.code if latest and latest.failure else None,
                 "entities": len(poller.last_good.entities) if poller.last_good else 0,
                 "downSince": poller.down_since,
+                "intervalSeconds": poller.source.interval,
+                "effectiveIntervalSeconds": poller.effective_interval,
             }
         )
     return json_response({"status": "success", "data": data})

@@ -189,6 +189,9 @@ async def test_http_endpoints_and_secrets_stay_out(ome, tmp_path, caplog):
     )
     for haystack in (text, sources, log_lines(caplog)):
         assert OME_TOKEN not in haystack and API_TOKEN not in haystack
+    [origin] = json.loads(sources)["data"]
+    assert origin["up"] is True and origin["lastErrorCode"] is None
+    assert origin["intervalSeconds"] == origin["effectiveIntervalSeconds"] == 1.0
 
 
 async def test_readyz_waits_for_the_first_poll(ome, tmp_path):
