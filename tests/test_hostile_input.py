@@ -3,6 +3,7 @@ crash the daemon (issue 8, items 9, 10, 11 and 15). Every test asserts a result,
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import MappingProxyType
@@ -22,6 +23,15 @@ from monitor.alerting.silences import (
     MaintenanceWindow,
     Silence,
     Silencer,
+)
+from monitor.alerting.templates import (
+    MAX_RENDERED,
+    MAX_SOURCE,
+    MAX_STEPS,
+    MAX_WORK,
+    TemplateError,
+    compile_template,
+    template_context,
 )
 from monitor.cli import main
 from monitor.labels import Matcher, compile_re2
@@ -401,3 +411,211 @@ def test_silences_kept_in_all_are_bounded_oldest_expired_first(tmp_path, monkeyp
     kept = [s.id for s in silencer.list(NOW + 10)]
     assert made[0].id not in kept and len(kept) == 5 and fresh.id in kept
     assert sorted(s.id for s in Silencer(store).list(NOW + 10)) == sorted(kept)
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 10: templates cannot build huge strings, loop forever or write more than 16 KiB
+
+ERROR = "<error expanding template: "
+BIG = 1_000_000_000
+
+
+def render(source: str, **values: object) -> str:
+    context = template_context(
+        labels={"stream": "cam1"},
+        fields={
+            "n": BIG,
+            "w": 400_000_000,
+            "text": "a b-c d " * 10,
+            "words": "a " * 30000,
+            "x60k": "x" * 60000,
+            **values,
+        },
+        alertname="A",
+        value=1.0,
+        fired_at=None,
+        now=NOW,
+    )
+    return compile_template(source).render(context)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ('{{ "%0400000000d" % 1 }}', "'%' would build more than 65536 characters"),
+        ('{{ "%.400000000f" % 1.0 }}', "'%' would build more than 65536 characters"),
+        ('{{ "%0400000000d" | format(1) }}', "format would build more than 65536 characters"),
+        ('{{ "x" | center(1000000000) }}', "center would build more than 65536 characters"),
+        ('{{ "x" | center(10 ** 9 - 1) }}', "center would build more than 65536 characters"),
+        ('{{ "x\\ny" | indent(1000000000) }}', "indent would build more than 65536 characters"),
+        ("{{ [1] | batch(1000000000, 'x') | list }}", "batch: 1000000000 is more than 65536"),
+        ("{{ [1] | slice(1000000000) | list }}", "slice: 1000000000 is more than 65536"),
+        ('{{ "a" ~ ("x" | center(60000)) ~ ("x" | center(60000)) }}', "'~' would build more"),
+        ('{{ ("a" * 60000) | replace("a", "bb") }}', "replace would build more than 65536"),
+        ('{{ ["x" * 60000] + ["x" * 60000] }}', "'+' would build more than 65536"),
+    ],
+)
+def test_constant_bombs_are_load_errors(source, message):
+    with pytest.raises(TemplateError) as info:
+        compile_template("fine {{ stream }}\n" + source)
+    assert message in info.value.message
+    assert info.value.line == 2
+
+
+def test_constant_bomb_in_a_rule_file_is_reported_at_its_line(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "groups:\n  - name: g\n    rules:\n      - alert: X\n        kind: ome.stream\n"
+        "        expr: present\n        annotations:\n"
+        "          summary: '{{ \"%0400000000d\" % 1 }}'\n"
+    )
+    with pytest.raises(RuleError) as info:
+        load_rule_files([str(rules)], kinds=["ome.stream"])
+    [problem] = info.value.problems
+    assert problem.startswith(
+        f"{rules}:8: rule 'X': groups[0].rules[0].annotations.summary: invalid template:"
+    )
+    assert "'%' would build more than 65536 characters" in problem
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ('{{ ("%0" ~ w ~ "d") % 1 }}', "'%' would build more than 65536 characters"),
+        ('{{ "%0*d" % (w, 1) }}', "'*' width or precision is not allowed"),
+        ('{{ "%(a)s%(a)s" % {"a": "x" * 60000} }}', "'%' would build more than 65536"),
+        ('{{ ("%0" ~ w ~ "d") | format(1) }}', "format would build more than 65536"),
+        ('{{ "{:>400000000}".format(1) }}', "format() would build more than 65536"),
+        ('{{ "{0}{0}{0}".format("x" * 60000) }}', "format() would build more than 65536"),
+        ('{{ "{:>{w}}".format(1, w=w) }}', "a nested {} in a format spec is not allowed"),
+        ('{{ "x" | center(n) }}', "center would build more than 65536"),
+        ('{{ "x\\ny" | indent(n) }}', "indent would build more than 65536"),
+        ('{{ "x\\ny" | indent(x60k) }}', "indent would build more than 65536"),
+        ('{{ text | wordwrap(1, wrapstring="x" * 60000) }}', "wordwrap would build more"),
+        ("{{ words | wordwrap(1) }}", "wordwrap would build more than 65536"),
+        ('{{ x60k | replace("x", "yy") }}', "replace would build more than 65536"),
+        ("{{ words | urlize(target=x60k) }}", "urlize would build more"),
+        ('{{ range(10000) | join("x" * 60000) }}', "join would build more than 65536"),
+        ("{{ [1] | batch(n, 'x') | list }}", "batch: 1000000000 is more than 65536"),
+        ('{{ "x".center(n) }}', "center() would build more than 65536"),
+        ('{{ "x".zfill(n) }}', "zfill() would build more than 65536"),
+        ('{{ ("\\t" * 60000).expandtabs(100000) }}', "expandtabs() would build more"),
+        ('{{ ("a" * 60000).replace("a", "bb") }}', "replace() would build more than 65536"),
+        ('{{ ",".join(range(10000) | map("string")) }}', "steps"),
+        ('{{ "x".translate({120: "y" * 60000}) }}', "str.translate() is not allowed"),
+        ('{{ (1).to_bytes(n, "big") }}', "to_bytes() would build more than 65536"),
+        ('{{ "x" * n }}', "'*' would build more than 65536 items"),
+        ("{{ [x60k] * 65536 }}", "'*' would build more than 65536 items"),
+        ("{{ [x60k] + [x60k] }}", "'+' would build more than 65536"),
+        ('{% set a = "x" * 60000 %}{{ a ~ a }}', "'~' would build more than 65536"),
+        ('{% set a = "x" * 16000 %}{{ [a, a, a, a, a] }}', "a list would build more than"),
+        ('{% set a = "x" * 16000 %}{{ {"k": [a, a, a, a, a]} }}', "a list would build more"),
+        ("{{ range(n) }}", "Range too big: range() holds at most 10000 items"),
+        ("{{ dict.fromkeys(range(10000), 'x' * 100) }}", "fromkeys() would build more than"),
+        ('{{ ("x " * 30000).split() }}', "split() would build more than 65536"),
+        ("{{ x60k | list }}", "list would build more than 65536"),
+    ],
+)
+def test_values_that_would_be_huge_are_refused_before_they_are_built(source, message):
+    out = render(source)
+    assert out.startswith(ERROR) and out.endswith(">"), out[:200]
+    assert message in out
+
+
+def test_shared_references_count_as_often_as_they_appear():
+    """l1 = [l0, l0], l2 = [l1, l1]...: small in memory, 2**n items once written out or
+    compared item by item. Each list is measured as written, so the doubling stops early."""
+
+    def doubling(levels: int) -> str:
+        return "{% set l0 = [1, 2] %}" + "".join(
+            f"{{% set l{i} = [l{i - 1}, l{i - 1}] %}}" for i in range(1, levels + 1)
+        )
+
+    assert render(doubling(2) + "{{ l2 }}") == "[[[1, 2], [1, 2]], [[1, 2], [1, 2]]]"
+    out = render(doubling(30) + "{{ l30 == l30 }}")
+    assert out == f"{ERROR}a list would build more than 65536 characters>"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}",
+        "{% for x in 'x' * 60000 %}{% for y in 'y' * 60000 %}{% endfor %}{% endfor %}",
+        "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(60) }}",
+        "{% set ns = namespace(x=1) %}{% for i in range(9000) %}{% set ns.x = ns.x + 1 %}"
+        "{% endfor %}{{ ns.x }}",
+        "{{ range(10000) | map('string') | map('upper') | join }}",
+    ],
+)
+def test_loops_calls_and_recursion_stop_at_the_step_limit(source):
+    assert (
+        render(source) == f"{ERROR}template exceeds {MAX_STEPS} steps (loop iterations and calls)>"
+    )
+
+
+def test_reading_and_building_big_values_stops_at_the_work_limit():
+    for source in [
+        "{% for i in range(1000) %}{{ ('x' * 60000) | length }}{% endfor %}",
+        "{% for i in range(1000) %}{{ ('x' * 60000)[1:] | length }}{% endfor %}",
+        "{% set x %}{% for i in range(1000) %}{{ 'y' * 1000 }}{% endfor %}{% endset %}{{ x | length }}",
+    ]:
+        assert render(source) == f"{ERROR}template exceeds {MAX_WORK} characters of work>"
+    # A block that builds more than a value may hold, from literal text alone.
+    block = "{% set x %}{% for i in range(1500) %}" + "y" * 50 + "{% endfor %}{% endset %}{{ x }}"
+    assert "a block or macro would build more than 65536 characters" in render(block)
+
+
+def test_rendered_text_is_at_most_16_kib(caplog):
+    assert render(f"{{{{ 'x' * {MAX_RENDERED} }}}}") == "x" * MAX_RENDERED
+    over = f"{ERROR}rendered text exceeds {MAX_RENDERED} characters>"
+    assert render(f"{{{{ 'x' * {MAX_RENDERED} }}}}!") == over
+    assert render("{% for i in range(1000) %}{{ text }}{% endfor %}") == over
+    assert render("{% for i in range(1000) %}" + "z" * 100 + "{% endfor %}") == over
+    template = compile_template("{% for i in range(1000) %}{{ stream * 10 }}{% endfor %}")
+    context = template_context(
+        labels={"stream": "cam1"}, fields={}, alertname="A", value=1, fired_at=None, now=NOW
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monitor.alerting.templates"):
+        assert [template.render(context) for _ in range(3)] == [over] * 3
+    assert [r.error for r in caplog.records] == [over[len(ERROR) : -1]], "logged once"
+
+
+def test_template_source_is_at_most_16_kib():
+    assert compile_template("x" * MAX_SOURCE).render({}) == "x" * MAX_SOURCE
+    with pytest.raises(TemplateError, match=f"the limit is {MAX_SOURCE}"):
+        compile_template("x" * (MAX_SOURCE + 1))
+    with pytest.raises(TemplateError, match="nested too deeply"):
+        compile_template("{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}")
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{% for x in [1, 2, 3] %}{{ loop.index }}/{{ loop.length }} {% endfor %}", "1/3 2/3 3/3 "),
+        ("{% for x in [] %}x{% else %}empty{% endfor %}", "empty"),
+        ("{% set a, b = 1, 2 %}{{ a }}{{ b }}", "12"),
+        ('{{ stream in ["cam1", "cam2"] }} {{ {"a": 1}["a"] }} {{ () }}', "True 1 ()"),
+        (
+            '{{ stream ~ "-" ~ 5 }} {{ "%s/%s" % (stream, 2) }} {{ "{}!".format(stream) }}',
+            "cam1-5 cam1/2 cam1!",
+        ),
+        ('{{ "a" + "b" }} {{ [1] + [2] }} {{ 7 % 3 }} {{ "ab" * 2 }}', "ab [1, 2] 1 abab"),
+        ("{% macro m(x) %}<{{ x }}>{% endmacro %}{{ m(1) }}", "<1>"),
+        ("{% set x %}got {{ stream }}{% endset %}{{ x | upper }}", "GOT CAM1"),
+        (
+            '{{ stream | center(8) }}|{{ "x\\ny" | indent(2) }}|{{ "hello world" | wordwrap(5) }}',
+            "  cam1  |x\n  y|hello\nworld",
+        ),
+        (
+            '{{ range(5) | join(",") }} {{ "aaa" | replace("a", "b", 2) }} {{ stream.center(6, "*") }}',
+            "0,1,2,3,4 bba *cam1*",
+        ),
+        (
+            "{% set ns = namespace(n=0) %}{% for i in range(5) %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}",
+            "10",
+        ),
+    ],
+)
+def test_ordinary_templates_render_as_before(source, expected):
+    assert render(source) == expected
