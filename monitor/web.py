@@ -7,6 +7,7 @@ the daemon. State-changing routes need the bearer token from the config.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -62,6 +63,18 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def json_response(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status)
+
+
+async def json_body(request: web.Request) -> Any:
+    """The request's JSON (at most the app's client_max_size, 1 MiB), or ValueError: a body
+    nested too deep for the parser is a 400 like any other malformed one, not a 500."""
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"body is not JSON: {exc}") from None
 
 
 def require_token(handler: Handler) -> Handler:
@@ -294,21 +307,23 @@ async def create_silence(request: web.Request) -> web.Response:
     view = request.app[VIEWS]
     now = view.clock()
     try:
-        body = await request.json()
+        body = await json_body(request)
         if not isinstance(body, dict):
             raise ValueError("body must be a JSON object")
         matchers = body.get("matchers")
         if not isinstance(matchers, list) or not matchers:
             raise ValueError("matchers: a non-empty list is required")
-        parsed = [Matcher.from_api(m if isinstance(m, dict) else {}) for m in matchers]
+        parsed = [Matcher.from_api(m) for m in matchers]
         starts_at = parse_time(body["startsAt"]) if "startsAt" in body else now
         ends_at = parse_time(body.get("endsAt"))
-        created_by = str(body.get("createdBy") or "")
-        comment = str(body.get("comment") or "")
-        if not created_by or not comment:
-            raise ValueError("createdBy and comment are required")
         silence = _silencer(request).create(
-            parsed, starts_at, ends_at, created_by, comment, now, body.get("id")
+            parsed,
+            starts_at,
+            ends_at,
+            body.get("createdBy", ""),
+            body.get("comment", ""),
+            now,
+            body.get("id"),
         )
     except KeyError:
         return json_response({"status": "error", "error": "no such silence"}, 404)

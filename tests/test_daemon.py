@@ -708,3 +708,38 @@ async def test_hostile_callback_bodies_are_400s(sims, real_clock, tmp_path, capl
         await daemon.stop()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert "X" * 1000 not in log_lines(caplog), "a hostile code is not logged whole"
+
+
+async def test_silence_api_refuses_what_alertmanager_would(ome, tmp_path):
+    _sim, url = ome
+    daemon = Daemon(write_config(tmp_path, None, ome_url=url))
+    await daemon.start(schedule=False)
+    good = {
+        "matchers": [{"name": "alertname", "value": "X", "isRegex": False}],
+        "endsAt": "2099-01-01T00:00:00Z",
+        "createdBy": "ops",
+        "comment": "maintenance",
+    }
+    bad = [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ({**good, "matchers": [{"name": "a", "value": "", "isRegex": False}]}, "empty string"),
+        ({**good, "matchers": [{"name": "a", "value": "x", "isRegex": "false"}]}, "isRegex"),
+        ({**good, "createdBy": {"name": "ops"}}, "createdBy"),
+        ({**good, "endsAt": "9999-12-31T23:59:59+14:00"}, "years ahead"),
+    ]
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    try:
+        async with aiohttp.ClientSession() as http:
+            for body, message in bad:
+                data = body if isinstance(body, str) else json.dumps(body)
+                async with http.post(
+                    f"{daemon.url}/api/v1/silences", data=data, headers=auth
+                ) as resp:
+                    assert resp.status == 400, message
+                    assert message in (await resp.json())["error"]
+            async with http.post(f"{daemon.url}/api/v1/silences", json=good, headers=auth) as resp:
+                assert resp.status == 200
+            async with http.get(f"{daemon.url}/api/v1/silences") as resp:
+                assert resp.status == 200 and len((await resp.json())["data"]) == 1
+    finally:
+        await daemon.stop()
