@@ -126,9 +126,9 @@ async def run(args: argparse.Namespace, url: str) -> None:
     with tempfile.TemporaryDirectory() as state:
         config = Path(state) / "bench.yaml"
         config.write_text(
-            f"listen: 127.0.0.1:0\nstate_dir: {state}\nsources:\n  ome:\n"
+            f"listen: 127.0.0.1:0\nstate_dir: {state}\nrule_files: []\nsources:\n  ome:\n"
             f"    - {{name: bench, url: {url}, access_token: {TOKEN}, interval: 1h, timeout: 30s, "
-            f"concurrency: {args.concurrency}}}\n"
+            f"concurrency: {args.concurrency}, stream_info_every: {args.stream_info_every}}}\n"
         )
         daemon = Daemon(config)
         await daemon.start(schedule=False)
@@ -181,7 +181,8 @@ async def run(args: argparse.Namespace, url: str) -> None:
             streams = sum(1 for e in snapshot.entities if e.kind == "ome.stream")
             poll, floor = statistics.median(polls), statistics.median(floors)
             print(
-                f"streams={streams} requests/poll={requests} concurrency={args.concurrency} rounds={args.rounds}"
+                f"streams={streams} requests/poll={requests} concurrency={args.concurrency} "
+                f"rounds={args.rounds} stream_info_every={args.stream_info_every}"
             )
             print(f"poll:     wall {poll:.2f} s   cpu {statistics.median(cpus):.2f} s")
             print(f"floor:    wall {floor:.2f} s   cpu {statistics.median(floor_cpus):.2f} s")
@@ -206,6 +207,13 @@ def main() -> None:
     parser.add_argument("--streams-per-app", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--stream-info-every",
+        type=int,
+        default=1,
+        help="the source's stream_info_every: 1 (default) fetches every stream's info on every "
+        "poll, the same URLs as the floor; the daemon's own default is 10",
+    )
     args = parser.parse_args()
     os.environ.setdefault("PYTHONHASHSEED", "0")
     sim = subprocess.Popen(

@@ -697,17 +697,26 @@ async def test_invalid_utf8_in_the_stream_list_skips_that_name_only(clock):
     assert skipped(registry, "bad_name") == 1
 
 
-async def test_undecodable_text_in_one_streams_stats_skips_that_stream_only(clock):
+async def test_undecodable_text_in_one_streams_answer_costs_only_what_it_touches(clock):
+    """Bytes that are not UTF-8 in a key nothing reads cost nothing; in a text the stream's
+    entity would carry (a protocol name in `connections`), that stream is skipped and
+    counted. Every other stream is kept either way."""
     from monitor.sim.ome import OmeSim
 
     sim = OmeSim(OME_TOKEN, clock=clock)
-    for name in ("good", "broken"):
-        sim.add_stream(f"default/live/{name}")
+    for name in ("good", "odd", "broken"):
+        sim.add_stream(f"default/live/{name}", connections={"webrtc": 1})
     app = rewriting(
         sim.app(),
-        "/v1/stats/current/vhosts/default/apps/live/streams/broken",
+        "/v1/stats/current/vhosts/default/apps/live/streams/odd",
         b'"createdTime":',
         b'"creat\xffedTime":',
+    )
+    app = rewriting(
+        app,
+        "/v1/stats/current/vhosts/default/apps/live/streams/broken",
+        b'"webrtc":',
+        b'"web\xffrtc":',
     )
     registry = CollectorRegistry()
     async with serve(app) as url:
@@ -716,9 +725,11 @@ async def test_undecodable_text_in_one_streams_stats_skips_that_stream_only(cloc
             entities = await source.poll()
         finally:
             await source.close()
-    streams = {e.labels["stream"]: e.present for e in entities if e.kind == "ome.stream"}
-    # Skipped, not reported missing: it is listed, only its numbers cannot be read.
-    assert streams == {"good": True}
+    streams = {e.labels["stream"]: e for e in entities if e.kind == "ome.stream"}
+    # Skipped, not reported missing: it is listed, only its text cannot be carried.
+    assert sorted(streams) == ["good", "odd"]
+    assert streams["odd"].fields["created_at"] is None, "the unreadable key is just absent"
+    assert streams["odd"].fields["connections"]["webrtc"] == 1.0
     assert skipped(registry, "bad_text") == 1
     assert any(e.kind == "ome.app" for e in entities)
 

@@ -56,9 +56,7 @@ def stats_fields(stats: Mapping[str, Any]) -> dict[str, Any]:
     return {
         # Interned: 10,000 streams share eight protocol names instead of holding 80,000 copies.
         "connections": {
-            sys.intern(str(k)): float(v)
-            for k, v in connections.items()
-            if parse.number(v) is not None
+            text(k): float(v) for k, v in connections.items() if parse.number(v) is not None
         },
         "total_connections": parse.number(stats.get("totalConnections")),
         "max_total_connections": parse.number(stats.get("maxTotalConnections")),
@@ -85,7 +83,7 @@ def track_fields(track: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     fields: dict[str, Any] = {
         "type": sys.intern(track_type),
-        "codec": sys.intern(str(detail.get("codec") or "unknown")),
+        "codec": text(detail.get("codec") or "unknown"),
         "bitrate": _first_number(detail, "bitrateLatest", "bitrateAvg", "bitrate", "bitrateConf"),
         "bitrate_conf": _first_number(detail, "bitrateConf", "bitrate"),
     }
@@ -112,9 +110,9 @@ def _task_fields(task: Mapping[str, Any]) -> dict[str, Any]:
     stream = task.get("stream") if isinstance(task.get("stream"), Mapping) else {}
     # url and streamKey are left out on purpose: a push target's key is a credential.
     return {
-        "state": str(task.get("state", "unknown")).lower(),
-        "stream": str(stream.get("name", "")),
-        "protocol": task.get("protocol"),
+        "state": text(str(task.get("state", "unknown")).lower()),
+        "stream": text(stream.get("name", ""), intern=False),
+        "protocol": None if task.get("protocol") is None else text(task["protocol"]),
         "sent_bytes": parse.number(task.get("sentBytes")),
         "sent_time": parse.number(task.get("sentTime")),
         "total_sent_bytes": parse.number(task.get("totalsentBytes")),
@@ -136,23 +134,19 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def readable(body: Any) -> bool:
-    """Whether every string of a JSON value (keys too) can be encoded as UTF-8. Iterative: an
-    answer nested deep must not exhaust the stack."""
-    stack = [body]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, str):
-            if not _encodable(value):
-                return False
-        elif isinstance(value, Mapping):
-            for key, item in value.items():
-                if isinstance(key, str) and not _encodable(key):
-                    return False
-                stack.append(item)
-        elif isinstance(value, list):
-            stack.extend(value)
-    return True
+class Unreadable(ValueError):
+    """A text an entity would carry cannot be encoded: bytes that were not UTF-8 upstream,
+    or a lone surrogate. The item holding it is skipped and counted."""
+
+
+def text(value: Any, *, intern: bool = True) -> str:
+    """A string for an entity's label or field, checked as it is made (a poll makes
+    hundreds of thousands; walking every answer again afterwards cost a tenth of a poll).
+    Interned by default: 10,000 streams share a few protocol and codec names."""
+    made = value if value.__class__ is str else str(value)
+    if not made.isascii() and not _encodable(made):
+        raise Unreadable(made)
+    return sys.intern(made) if intern else made
 
 
 async def map_bounded(
@@ -184,6 +178,33 @@ async def map_bounded(
     return results
 
 
+def info_fields(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields stream info gives a stream: its source type, its input tracks, and the first
+    video and audio track's figures as `video_*` / `audio_*` (what rules usually read)."""
+    fields: dict[str, Any] = {}
+    source = info.get("input") if isinstance(info.get("input"), Mapping) else {}
+    fields["source_type"] = text(source.get("sourceType", "Unknown"))
+    raw_tracks = source.get("tracks") if isinstance(source.get("tracks"), list) else []
+    # Tracks ride on their stream rather than being entities of their own: 10,000 streams
+    # are then 10,000 entities, not 30,000 (a third of a snapshot's memory).
+    tracks: list[Mapping[str, Any]] = []
+    for index, track in enumerate(raw_tracks):
+        described = track_fields(track) if isinstance(track, Mapping) else None
+        if described is None:
+            continue
+        described["track"] = text(track.get("id", index), intern=False)
+        tracks.append(MappingProxyType(described))
+        kind = described["type"]
+        # The first track of each type summarises the stream for rules.
+        if f"{kind}_codec" not in fields:
+            for name in ("codec", "bitrate", "framerate", "keyframe_interval", "width", "height"):
+                if name in described:
+                    fields[f"{kind}_{name}"] = described[name]
+    fields["track_count"] = len(raw_tracks)
+    fields["tracks"] = tuple(tracks)
+    return fields
+
+
 class OmeSource(Source):
     """Polls one OME server. Its actions are the client's (`source.client`), reached through
     the verbs in `actions.py`."""
@@ -201,7 +222,9 @@ class OmeSource(Source):
         )
         self.config = config
         self.client = OmeClient(config, timeout=self.timeout)
-        # Stream info by stream: (createdTime as OME sent it, info) from the polls before.
+        # What stream info said of each stream, from the polls before: (createdTime as OME
+        # sent it, the fields made from the info). The fields, not the raw answer: they are
+        # shared with the entities, while 10,000 raw infos would be a hundred megabytes.
         self._info: dict[StreamKey, tuple[Any, Mapping[str, Any]]] = {}
         self._polls = 0
         # Items the poll in progress skipped (by reason, and one example of each), and the
@@ -242,13 +265,14 @@ class OmeSource(Source):
                 self._skip(BAD_NAME, f"{what} {value!a}")
         return names
 
-    def _readable(self, body: Any, what: str) -> bool:
-        """Whether every text of an answer can be encoded; if not, the item it describes is
+    def _made(self, make: Callable[[], T], what: str) -> T | None:
+        """What `make` builds, or None when a text in it cannot be encoded: that item is then
         skipped and counted (a label or a log line holding it could not be written)."""
-        if readable(body):
-            return True
-        self._skip(BAD_TEXT, what)
-        return False
+        try:
+            return make()
+        except Unreadable:
+            self._skip(BAD_TEXT, what)
+            return None
 
     def _skip(self, reason: str, example: str) -> None:
         self._skips[reason] = self._skips.get(reason, 0) + 1
@@ -293,8 +317,9 @@ class OmeSource(Source):
                 return [], []  # removed since the vhost list: not an error
             labels = {"server": server, "vhost": vhost}
             found = []
-            if self._readable(stats, f"stats of vhost {vhost}"):
-                found.append(Entity(KIND_VHOST, labels, stats_fields(stats)))
+            fields = self._made(lambda: stats_fields(stats), f"stats of vhost {vhost}")
+            if fields is not None:
+                found.append(Entity(KIND_VHOST, labels, fields))
             names = self._names(apps, f"app of {vhost}")
             return found, [(vhost, a) for a in names if self._app_wanted(vhost, a)]
 
@@ -336,8 +361,9 @@ class OmeSource(Source):
         except NotFound:
             return [], []
         entities = []
-        if self._readable(stats, f"stats of app {vhost}/{app}"):
-            entities.append(Entity(KIND_APP, labels, stats_fields(stats)))
+        fields = self._made(lambda: stats_fields(stats), f"stats of app {vhost}/{app}")
+        if fields is not None:
+            entities.append(Entity(KIND_APP, labels, fields))
         for wanted, action, kind in (
             (self.config.pushes, "pushes", KIND_PUSH),
             (self.config.records, "records", KIND_RECORD),
@@ -351,9 +377,15 @@ class OmeSource(Source):
             for task in tasks:
                 if not (isinstance(task, Mapping) and "id" in task):
                     continue
-                if self._readable(task, f"{action} task of {vhost}/{app}"):
-                    task_labels = {**labels, "id": str(task["id"])}
-                    entities.append(Entity(kind, task_labels, _task_fields(task)))
+                made = self._made(
+                    lambda task=task: (
+                        {**labels, "id": text(task["id"], intern=False)},
+                        _task_fields(task),
+                    ),
+                    f"{action} task of {vhost}/{app}",
+                )
+                if made is not None:
+                    entities.append(Entity(kind, *made))
         streams = self._names(names, f"stream of {vhost}/{app}")
         return entities, [(vhost, app, name) for name in streams]
 
@@ -367,18 +399,22 @@ class OmeSource(Source):
 
     async def _stream_info(
         self, key: StreamKey, stats: Mapping[str, Any], infos: dict[StreamKey, Any]
-    ) -> Mapping[str, Any]:
+    ) -> Mapping[str, Any] | None:
         """Stream info, fetched for a new stream, a republished one (its createdTime changed)
         and when due; otherwise the info of the poll before. Info changes rarely and is one
         request per stream, so this halves a large server's poll."""
         created = stats.get("createdTime")
         cached = self._info.get(key)
         if cached is not None and cached[0] == created and not self._info_due(key):
-            info = cached[1]
+            derived = cached[1]
         else:
             info = await self.client.stream_info(*key)
-        infos[key] = (created, info)
-        return info
+            made = self._made(lambda: info_fields(info), "info of stream " + "/".join(key))
+            if made is None:
+                return None
+            derived = made
+        infos[key] = (created, derived)
+        return derived
 
     async def _poll_stream(
         self, key: StreamKey, infos: dict[StreamKey, tuple[Any, Mapping[str, Any]]]
@@ -389,42 +425,18 @@ class OmeSource(Source):
             # Sequential on purpose: the workers of map_bounded already give the concurrency,
             # and a failed pair then leaves no orphan request behind.
             stats = await self.client.stream_stats(vhost, app, stream)
-            if not self._readable(stats, f"stats of stream {vhost}/{app}/{stream}"):
+            fields = self._made(
+                lambda: stats_fields(stats), f"stats of stream {vhost}/{app}/{stream}"
+            )
+            if fields is None:
                 return []
-            info = await self._stream_info(key, stats, infos) if self.config.stream_info else {}
+            derived = await self._stream_info(key, stats, infos) if self.config.stream_info else {}
         except NotFound:
             return None  # ended between the list and now: normal, not an error
-        if not self._readable(info, f"info of stream {vhost}/{app}/{stream}"):
-            infos.pop(key, None)
-            return []
-        fields = stats_fields(stats)
-        source = info.get("input") if isinstance(info.get("input"), Mapping) else {}
-        fields["source_type"] = (
-            sys.intern(str(source.get("sourceType", "Unknown"))) if info else None
-        )
-        raw_tracks = source.get("tracks") if isinstance(source.get("tracks"), list) else []
-        # Tracks ride on their stream rather than being entities of their own: 10,000 streams
-        # are then 10,000 entities, not 30,000 (a third of a snapshot's memory).
-        tracks: list[Mapping[str, Any]] = []
-        for index, track in enumerate(raw_tracks):
-            described = track_fields(track) if isinstance(track, Mapping) else None
-            if described is None:
-                continue
-            described["track"] = str(track.get("id", index))
-            tracks.append(MappingProxyType(described))
-            kind = described["type"]
-            # The first track of each type summarises the stream for rules.
-            if f"{kind}_codec" not in fields:
-                for name in (
-                    "codec",
-                    "bitrate",
-                    "framerate",
-                    "keyframe_interval",
-                    "width",
-                    "height",
-                ):
-                    if name in described:
-                        fields[f"{kind}_{name}"] = described[name]
-        fields["track_count"] = len(raw_tracks)
-        fields["tracks"] = tuple(tracks)
+        if derived is None:
+            return []  # its info could not be read: skipped and counted
+        if derived:
+            fields.update(derived)
+        else:
+            fields.update(source_type=None, track_count=0, tracks=())
         return [Entity(KIND_STREAM, labels, fields)]
