@@ -169,6 +169,18 @@ class Source(abc.ABC):
         self.max_retry_after = max_retry_after
         self.max_poll_time = max_poll_time
 
+    @classmethod
+    def settings(cls, config: Any) -> dict[str, Any]:
+        """What every source takes from its config (a `settings.SourceConfig` with `interval`
+        and `timeout`), as keyword arguments of `Source.__init__`."""
+        return {
+            "name": config.name,
+            "interval": config.interval,
+            "timeout": config.timeout,
+            "max_retry_after": config.max_retry_after,
+            "max_poll_time": config.max_poll_time,
+        }
+
     @property
     def name(self) -> str:
         return self.ref.name

@@ -329,14 +329,7 @@ class NaverSource(Source):
     kind = "naver"
 
     def __init__(self, config: NaverSourceConfig, context: SourceContext):
-        super().__init__(
-            config.name,
-            config.interval,
-            config.timeout,
-            context,
-            max_retry_after=config.max_retry_after,
-            max_poll_time=config.max_poll_time,
-        )
+        super().__init__(context=context, **Source.settings(config))
         self._page_size = config.page_size
         self._events_enabled = config.events
         self._callback_token = config.callback_token

@@ -212,14 +212,7 @@ class OmeSource(Source):
     kind = "ome"
 
     def __init__(self, config: OmeSourceConfig, context: SourceContext):
-        super().__init__(
-            config.name,
-            config.interval,
-            config.timeout,
-            context,
-            max_retry_after=config.max_retry_after,
-            max_poll_time=config.max_poll_time,
-        )
+        super().__init__(context=context, **Source.settings(config))
         self.config = config
         self.client = OmeClient(config, timeout=self.timeout)
         # What stream info said of each stream, from the polls before: (createdTime as OME

@@ -95,14 +95,7 @@ class SmartstreamSource(Source):
         action_max_wait: float = 30.0,
         renew_before: float = 60.0,
     ) -> None:
-        super().__init__(
-            config.name,
-            config.interval,
-            config.timeout,
-            context,
-            max_retry_after=config.max_retry_after,
-            max_poll_time=config.max_poll_time,
-        )
+        super().__init__(context=context, **Source.settings(config))
         self.config = config
         self._clock = context.clock
         self._sleep = sleep
