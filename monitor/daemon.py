@@ -27,6 +27,7 @@ from monitor.alerting.collector import EngineCollector
 from monitor.alerting.engine import AlertEngine
 from monitor.alerting.rules import RuleError, RuleGroup, describe_rules, load_rule_files
 from monitor.alerting.silences import MaintenanceWindow, Silencer
+from monitor.component import Deps, components
 from monitor.config import Config, ConfigError, SilenceConfig, load_config
 from monitor.export import Exporter
 from monitor.labels import Matcher
@@ -126,8 +127,6 @@ class Daemon:
         self.outbox = Outbox(store, self.consumers, self.registry, clock=self.clock)
         pipeline = Pipeline(engine, self.exporter, self.outbox, self.snapshot_listeners)
         stack.push_async_callback(pipeline.close)
-        if schedule:
-            await stack.enter_async_context(self.outbox.running())
         self.sources = SourceManager(
             self.source_metrics,
             on_snapshot=pipeline.on_snapshot,
@@ -137,6 +136,25 @@ class Daemon:
             drain_seconds=self.drain_seconds,
         )
         stack.push_async_callback(self.sources.close)
+        routes: list[web.RouteDef] = []
+        if serve or schedule:  # `once` notifies and acts on nothing
+            deps = Deps(
+                config=self.config,
+                store=store,
+                registry=self.registry,
+                engine=engine,
+                sources=self.sources,
+                clock=self.clock,
+                push=self.sources.push,
+                api_token=self.api_token,
+                base_url=lambda: self.url,
+            )
+            for component in components():
+                parts = await stack.enter_async_context(component(deps))
+                self.outbox.add(parts.consumers)
+                routes += parts.routes
+        if schedule:
+            await stack.enter_async_context(self.outbox.running())
         configured = {str(ref) for ref in configured_sources(self.config.sources)}
         for source in engine.sources() - configured:
             engine.forget_source(source)  # a source removed while the daemon was down
@@ -148,7 +166,7 @@ class Daemon:
         if not serve:
             return
         pipeline.warm_exporter = True
-        self.url = await stack.enter_async_context(self._http(self._views()))
+        self.url = await stack.enter_async_context(self._http(self._views(), routes))
         log.info(
             "streamwatch started",
             extra={
@@ -189,8 +207,8 @@ class Daemon:
             scheduler.shutdown(wait=False)
 
     @contextlib.asynccontextmanager
-    async def _http(self, views: Views) -> AsyncIterator[str]:
-        app = build_app(views)
+    async def _http(self, views: Views, routes: Sequence[web.RouteDef]) -> AsyncIterator[str]:
+        app = build_app(views, routes)
         # No access log: a callback URL carries its token in the path.
         runner = web.AppRunner(
             app,

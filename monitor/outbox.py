@@ -153,9 +153,16 @@ class Outbox:
     ):
         self.store = store
         self.metrics = OutboxMetrics(registry)
+        self._clock = clock
         self.runners = [ConsumerRunner(store, c, self.metrics, clock=clock) for c in consumers]
         self._depth: dict[str, int] = {}
         registry.register(_DepthCollector(lambda: self._depth))
+
+    def add(self, consumers: Sequence[Consumer]) -> None:
+        """More consumers, before `running()`."""
+        self.runners += [
+            ConsumerRunner(self.store, c, self.metrics, clock=self._clock) for c in consumers
+        ]
 
     def wake(self) -> None:
         for runner in self.runners:

@@ -17,7 +17,7 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,6 +250,43 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    # -- components' own tables ---------------------------------------------------------------
+
+    def migrate_part(self, part: str, migrations: Sequence[str]) -> None:
+        """A component's own tables (the notification log, the action audit), versioned apart
+        from the core schema as the core is with PRAGMA user_version: each entry moves `part`
+        one version up. A part newer than this streamwatch knows is refused."""
+        with self.transaction():
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_part (name TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+            )
+            row = self._db.execute(
+                "SELECT version FROM schema_part WHERE name = ?", (part,)
+            ).fetchone()
+            version = row[0] if row else 0
+            if version > len(migrations):
+                raise StateError(
+                    self.path,
+                    f"the {part} tables are at version {version}, newer than this streamwatch "
+                    f"knows ({len(migrations)}); {_MOVE_AWAY}",
+                )
+            for number, script in enumerate(migrations[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    self._db.execute(statement)
+                self._db.execute(
+                    "INSERT INTO schema_part (name, version) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET version = excluded.version",
+                    (part, number),
+                )
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """For a component's own tables: one statement; returns the rows it changed."""
+        return self._db.execute(sql, params).rowcount
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """For a component's own tables: the rows of one query."""
+        return self._db.execute(sql, params).fetchall()
 
     # -- event cursors and dedup -------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -198,9 +198,11 @@ def callback_counter(registry: CollectorRegistry) -> Counter:
     )
 
 
-def build_app(views: Views) -> web.Application:
+def build_app(views: Views, routes: Sequence[web.RouteDef] = ()) -> web.Application:
+    """The app over `views`, plus the routes components bring (receivers, action triggers)."""
     app = web.Application(client_max_size=1024 * 1024)
     app[VIEWS] = views
+    app.router.add_routes(routes)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -233,3 +233,18 @@ def test_acks_out_of_order_move_the_floor_only_over_a_gapless_run(tmp_path):
     store.outbox_ack("c", [ids[2]], 0)
     assert store.outbox_pending("c") == []
     store.close()
+
+
+def test_components_version_their_own_tables(tmp_path):
+    from monitor.store import StateError
+
+    store = Store(tmp_path / "s.sqlite3")
+    store.migrate_part("log", ["CREATE TABLE sent (id INTEGER PRIMARY KEY)"])
+    store.execute("INSERT INTO sent (id) VALUES (?)", (7,))
+    store.migrate_part(
+        "log", ["CREATE TABLE sent (id INTEGER PRIMARY KEY)", "ALTER TABLE sent ADD COLUMN at REAL"]
+    )
+    assert store.query("SELECT id, at FROM sent") == [(7, None)], "applied once, in order"
+    with pytest.raises(StateError, match="the log tables are at version 2, newer"):
+        store.migrate_part("log", ["CREATE TABLE sent (id INTEGER PRIMARY KEY)"])
+    store.close()

@@ -1,0 +1,61 @@
+"""The seam between the daemon and the parts that stand on the outbox (notifiers, actions).
+
+A component gets what it may use (`Deps`), and gives back, inside an async context that owns
+its lifetime (connections, tasks): its outbox consumers and its HTTP routes. The daemon enters
+each component in order and leaves them in reverse; it knows nothing else of them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from monitor.alerting.engine import AlertEngine
+from monitor.model import Entity, SourceRef
+from monitor.outbox import Consumer
+from monitor.sources.manager import SourceManager
+from monitor.store import Store
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What the daemon hands a component."""
+
+    config: Any  # monitor.config.Config (typed loosely: config imports the components' models)
+    store: Store
+    registry: CollectorRegistry
+    engine: AlertEngine
+    sources: SourceManager
+    clock: Callable[[], float] = time.time
+    # Hands entities to the rules at once, as a partial snapshot of `source` (e.g. the
+    # action runner's StreamwatchRemediationExhausted entities).
+    push: Callable[[SourceRef, list[Entity]], None] | None = None
+    api_token: Callable[[], str | None] = lambda: None
+    base_url: Callable[[], str | None] = lambda: None  # the daemon's own URL, once it listens
+
+
+@dataclass
+class Parts:
+    """What a running component offers: consumers of the outbox and HTTP routes."""
+
+    consumers: list[Consumer] = field(default_factory=list)
+    routes: list[web.RouteDef] = field(default_factory=list)
+
+
+class Component(Protocol):
+    def __call__(self, deps: Deps) -> AbstractAsyncContextManager[Parts]: ...
+
+
+def components() -> Sequence[Component]:
+    """Every component, in start order. Imported here so that a component's package is only
+    loaded by a daemon."""
+    from monitor.actions import component as actions
+    from monitor.notify import component as notify
+
+    return (notify, actions)
