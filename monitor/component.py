@@ -8,7 +8,7 @@ each component in order and leaves them in reverse; it knows nothing else of the
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -17,10 +17,40 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from monitor.alerting.engine import AlertEngine
-from monitor.model import Entity, SourceRef
+from monitor.model import Entity, SourceRef, Target
 from monitor.outbox import Consumer
 from monitor.sources.manager import SourceManager
 from monitor.store import Store
+
+
+@dataclass(frozen=True)
+class ActionRequest:
+    """An action asked for from outside the rules: `POST /api/v1/actions`, an MQTT command,
+    an Alertmanager webhook. It passes the same guard as a rule's action."""
+
+    action: str  # restart, hls_dump, id3_event
+    target: Target
+    params: Mapping[str, Any] = field(default_factory=dict)
+    requested_by: str = ""  # "api", "mqtt", "alertmanager:<receiver>", ...
+    reason: str = ""
+    dry_run: bool | None = None
+
+
+class ActionGate:
+    """Where requests for actions from outside the rules go. The actions component plugs its
+    runner in; until then (or without it) a request is refused with LookupError."""
+
+    def __init__(self) -> None:
+        self._runner: Callable[[ActionRequest], Awaitable[Mapping[str, Any]]] | None = None
+
+    def plug(self, runner: Callable[[ActionRequest], Awaitable[Mapping[str, Any]]]) -> None:
+        self._runner = runner
+
+    async def __call__(self, request: ActionRequest) -> Mapping[str, Any]:
+        """The attempt's record (result, detail, ids), as the runner reports it."""
+        if self._runner is None:
+            raise LookupError("actions are not running in this daemon")
+        return await self._runner(request)
 
 
 @dataclass(frozen=True)
@@ -38,6 +68,7 @@ class Deps:
     push: Callable[[SourceRef, list[Entity]], None] | None = None
     api_token: Callable[[], str | None] = lambda: None
     base_url: Callable[[], str | None] = lambda: None  # the daemon's own URL, once it listens
+    actions: ActionGate = field(default_factory=ActionGate)
 
 
 @dataclass
@@ -58,4 +89,5 @@ def components() -> Sequence[Component]:
     from monitor.actions import component as actions
     from monitor.notify import component as notify
 
-    return (notify, actions)
+    # Actions first: the notifiers' command paths (MQTT, Alertmanager) trigger through them.
+    return (actions, notify)
