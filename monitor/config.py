@@ -23,7 +23,9 @@ from pydantic import (
     model_validator,
 )
 
+from monitor.actions.config import ActionsConfig
 from monitor.labels import Matcher
+from monitor.notify.config import NotifyConfig
 from monitor.schema import Duration, Strict, duration_between, validation_problems
 from monitor.sources.registry import upstreams
 from monitor.yamlfile import LoadedYaml, YamlError, load_yaml
@@ -101,18 +103,6 @@ UpToAWeek = duration_between(0.0, 7 * 86400.0)
 class AlertingConfig(Strict):
     source_down_after: SourceDownAfter = 60.0
     resolved_retention: UpToAWeek = 900.0
-
-
-class ActionsConfig(Strict):
-    dry_run: bool = False
-    cooldown: UpToAWeek = 300.0
-
-
-class NotifyConfig(Strict):
-    # Shapes arrive with the notification issue; accepted now so a config can carry them.
-    webhooks: list[dict[str, Any]] = Field(default_factory=list)
-    mqtt: dict[str, Any] | None = None
-    alertmanagers: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class SilenceConfig(Strict):
