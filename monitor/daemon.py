@@ -83,6 +83,7 @@ class Daemon:
         self.store: Store | None = None
         self.outbox: Outbox | None = None
         self.url: str | None = None
+        self.started_at = 0.0
         self._stack = contextlib.AsyncExitStack()
         self._stopped = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -111,6 +112,7 @@ class Daemon:
 
     async def _start(self, *, serve: bool, schedule: bool) -> None:
         stack = self._stack
+        self.started_at = time.time()
         self.store = store = Store.in_dir(self.config.state_dir)
         stack.callback(store.close)
         self.silencer = Silencer(store, windows(self.config.silences))
@@ -244,6 +246,9 @@ class Daemon:
             callback_requests=self.callback_requests,
             api_token=self.api_token,
             clock=self.clock,
+            config_file=str(self.config_path),
+            started_at=self.started_at,
+            rules_summary=lambda: describe_rules(self.rule_groups),
         )
 
     # -- reload -------------------------------------------------------------------------------

@@ -9,14 +9,14 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
-from monitor import __version__
+from monitor import __version__, statuspage
 from monitor.alerting.engine import AlertEngine
 from monitor.alerting.silences import Silencer, parse_time
 from monitor.alerting.transitions import Transition, iso
@@ -51,6 +51,11 @@ class Views:
     callback_requests: Counter
     api_token: Callable[[], str | None]
     clock: Callable[[], float]
+    config_file: str = ""
+    started_at: float = 0.0
+    rules_summary: Callable[[], str] = lambda: ""
+    # The newest action attempts, newest first (the actions component's audit), for `/`.
+    recent_actions: Callable[[], Sequence[Mapping[str, Any]]] = lambda: ()
 
 
 VIEWS = web.AppKey("views", Views)
@@ -203,6 +208,8 @@ def build_app(views: Views, routes: Sequence[web.RouteDef] = ()) -> web.Applicat
     app = web.Application(client_max_size=1024 * 1024)
     app[VIEWS] = views
     app.router.add_routes(routes)
+    app.router.add_routes(statuspage.routes(VIEWS))
+    app.router.add_get("/api/v1/status", status)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -350,6 +357,18 @@ async def expire_silence(request: web.Request) -> web.Response:
         return json_response({"status": "error", "error": "no such silence"}, 404)
     log.info("silence expired", extra={"silence_id": silence.id})
     return json_response({"status": "success", "data": silence.to_api(view.clock())})
+
+
+async def status(request: web.Request) -> web.Response:
+    views = request.app[VIEWS]
+    data = {
+        "version": __version__,
+        "configFile": views.config_file,
+        "rules": views.rules_summary(),
+        "startedAt": iso(views.started_at),
+        "sources": len(views.sources.pollers()),
+    }
+    return json_response({"status": "success", "data": data})
 
 
 async def buildinfo(request: web.Request) -> web.Response:

@@ -19,6 +19,7 @@ import pytest
 from conftest import FakeClock, log_lines, outbox_mark, sample, saved_transitions
 from prometheus_client.parser import text_string_to_metric_families
 
+from monitor import __version__
 from monitor.daemon import Daemon
 from monitor.demo import Simulators, simulators
 from monitor.model import Snapshot
@@ -174,6 +175,8 @@ async def test_http_endpoints_and_secrets_stay_out(ome, tmp_path, caplog):
                 sources = await resp.text()
             async with http.get(f"{daemon.url}/api/v1/rules") as resp:
                 rules = await resp.json()
+            async with http.get(f"{daemon.url}/api/v1/status") as resp:
+                status = (await resp.json())["data"]
     finally:
         await daemon.stop()
     names = {f.name for f in text_string_to_metric_families(text)}
@@ -189,6 +192,8 @@ async def test_http_endpoints_and_secrets_stay_out(ome, tmp_path, caplog):
     )
     for haystack in (text, sources, log_lines(caplog)):
         assert OME_TOKEN not in haystack and API_TOKEN not in haystack
+    assert status["version"] == __version__ and status["configFile"].endswith("streamwatch.yaml")
+    assert re.fullmatch(r"\d+ rules in \d+ files?", status["rules"]) and status["startedAt"]
     [origin] = json.loads(sources)["data"]
     assert origin["up"] is True and origin["lastErrorCode"] is None
     assert origin["intervalSeconds"] == origin["effectiveIntervalSeconds"] == 1.0
