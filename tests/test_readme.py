@@ -70,3 +70,13 @@ async def test_metrics_reference_lists_exactly_the_exported_families(tmp_path):
     exported = {n for n in entity | own if not n.startswith(("ome_app_", "ome_vhost_"))}
     assert documented - exported == set(), "documented but not exported"
     assert exported - documented == set(), "exported but not documented"
+
+
+def test_ci_runs_exactly_the_readmes_test_command():
+    root = Path(__file__).parent.parent
+    ci = (root / ".ci" / "run").read_text().strip().splitlines()[-1]
+    quick_start = README[README.index("The whole test suite:") :]
+    command = quick_start.split("```sh\n", 1)[1].split("\n```", 1)[0]
+    assert ci == command
+    packages = re.search(r"apt-get install -y (.+)", (root / ".ci" / "run").read_text())
+    assert packages and f"apt-get install -y {packages.group(1)}" in README
