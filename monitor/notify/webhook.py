@@ -184,11 +184,13 @@ class WebhookNotifier:
         )
         firing = [r for r in rows if r[2] == "firing"]
         payload_rows = rows if cfg.send_resolved else firing
-        state = hashlib.sha256(
-            json.dumps([(fp, status) for fp, _, status, _ in payload_rows]).encode()
-        ).hexdigest()
-        repeat_due = last_sent is None or now >= last_sent + cfg.repeat_interval
-        if not payload_rows or (state == sent_hash and not (firing and repeat_due)):
+        state = json.dumps(
+            {
+                "firing": sorted(r[0] for r in firing),
+                "resolved": sorted(r[0] for r in payload_rows if r[2] == "resolved"),
+            }
+        )
+        if not payload_rows or not self.needs_update(firing, payload_rows, sent_hash, last_sent):
             self._after_send(key, rows, now, None)
             return True
         alerts = [json.loads(body) for _, _, _, body in payload_rows]
@@ -220,6 +222,29 @@ class WebhookNotifier:
             )
             self._after_send(key, rows, now, state)
         return True
+
+    def needs_update(
+        self,
+        firing: list[tuple[Any, ...]],
+        payload_rows: list[tuple[Any, ...]],
+        sent: str | None,
+        last_sent: float | None,
+    ) -> bool:
+        """Alertmanager's dedup stage: notify when an alert fires that the last notification
+        did not show as firing, when one resolved that it did not show as resolved (with
+        send_resolved), when everything resolved, or when repeat_interval has passed."""
+        if sent is None or last_sent is None:
+            return True
+        before = json.loads(sent)
+        fired, resolved = set(before["firing"]), set(before["resolved"])
+        now_firing = {r[0] for r in firing}
+        if now_firing - fired:
+            return True
+        if {r[0] for r in payload_rows if r[2] == "resolved"} - resolved:
+            return True
+        if fired and not now_firing:
+            return True  # all resolved (without send_resolved the group just ends)
+        return bool(firing) and self.clock() >= last_sent + self.config.repeat_interval
 
     def _after_send(self, key: str, rows: list[tuple[Any, ...]], now: float, _: Any) -> None:
         """Forget resolved alerts that were in this round (a newer transition of the same
