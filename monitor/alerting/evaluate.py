@@ -23,6 +23,8 @@ INACTIVE = AlertState.INACTIVE
 
 SOURCE_KIND = "streamwatch.source"
 SOURCE_DOWN = "StreamwatchSourceDown"
+REMEDIATION_KIND = "streamwatch.remediation"  # pushed by the action runner
+REMEDIATION_EXHAUSTED = "StreamwatchRemediationExhausted"
 BUILTIN_GROUP = "streamwatch-builtin"
 
 
@@ -243,4 +245,25 @@ def builtin_rules(source_down_after: float) -> RuleGroup:
         },
         static_labels={"severity": "critical"},
     )
-    return RuleGroup(BUILTIN_GROUP, "(built in)", (rule,))
+    exhausted = AlertingRule(
+        name=REMEDIATION_EXHAUSTED,
+        group=BUILTIN_GROUP,
+        file="(built in)",
+        line=0,
+        kind=REMEDIATION_KIND,
+        expr=compile_expr("exhausted"),
+        hold=0.0,
+        keep_firing_for=0.0,
+        labels={"severity": compile_template("warning")},
+        annotations={
+            "summary": compile_template(
+                "{{ action }} of {{ target_kind }} on {{ source }} used up its budget"
+            ),
+            "description": compile_template(
+                "{{ budget }} attempts within {{ budget_window | int }}s did not help; "
+                "the target is left alone until the window frees up or it recovers"
+            ),
+        },
+        static_labels={"severity": "warning"},
+    )
+    return RuleGroup(BUILTIN_GROUP, "(built in)", (rule, exhausted))

@@ -12,7 +12,15 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+)
 
 from monitor.alerting.expr import Expr, ExprError, compile_expr
 from monitor.alerting.templates import Template, TemplateError, compile_template
@@ -29,24 +37,51 @@ class Id3Frame(Strict):
     data: str = ""
 
 
-class RestartParams(Strict):
+class GuardOverrides(Strict):
+    """The guard's keys an action in a rule may set for itself (`actions.guard` gives the
+    defaults), and its own dry_run."""
+
+    cooldown: Duration | None = None
+    budget: Annotated[int, Field(ge=1, le=1000)] | None = None
+    budget_window: Duration | None = None
+    backoff: Duration | None = None
+    backoff_max: Duration | None = None
+    reset_after: Duration | None = None
+    timeout: Duration | None = None
+    dry_run: bool | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: Any) -> Any:
+        # A key a rule did not set is left out of the rendered action: the runner then takes
+        # the default from the config.
+        data = handler(self)
+        return {k: v for k, v in data.items() if v is not None}
+
+
+class RestartParams(GuardOverrides):
     after: Duration = 0.0
     verify_timeout: Duration = 60.0
 
 
-class HlsDumpParams(Strict):
+class HlsDumpParams(GuardOverrides):
+    after: Duration = 0.0
     duration: Duration = 60.0
-    output_path: str
+    # Below `actions.dumps.root`: relative to it, or absolute inside it; default
+    # <root>/<vhost>/<app>/<stream>/<dump id>.
+    output_path: str | None = None
     output_stream_name: str | None = None
     playlist: list[str] | None = None
     info_file: str | None = None
 
 
-class Id3EventParams(Strict):
+class Id3EventParams(GuardOverrides):
+    after: Duration = 0.0
     frames: Annotated[list[Id3Frame], Field(min_length=1)]
     event_type: str = "event"
     urgent: bool = False
     on_resolve: bool = False
+    # A marker is cheap and wanted on every firing: no cooldown unless the rule sets one.
+    cooldown: Duration | None = 0.0
 
 
 ACTION_PARAMS: dict[str, type[Strict]] = {

@@ -7,13 +7,17 @@ owns the entity, the entity's identity labels, and the action's parameters from 
     result = await verb(source, entity.labels, params)
 
 A verb reads the parameters it needs and ignores those that belong to the runner (`after`,
-`duration`, `verify_timeout`, `on_resolve`). It raises SourceError when an upstream call fails
+`duration`, `verify_timeout`, `on_resolve`, the guard's keys). Keys starting with `_` are the
+runner's hooks, never a rule's: `_sleep` (the runner's sleep, so that tests can move a fake
+clock). Names with a dot are the runner's helpers: `restart.verify` (has the restart worked?),
+`hls_dump.stop`, `hls_dump.status`. It raises SourceError when an upstream call fails
 (so the runner can count it by `reason` and honour a Retry-After) and ValueError when the labels
 or parameters do not name something it can act on; it returns a VerbResult otherwise.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -37,6 +41,12 @@ class VerbResult:
 Verb = Callable[[Source, Mapping[str, str], Mapping[str, Any]], Awaitable[VerbResult]]
 # entity kind → verb name → verb
 VerbTable = Mapping[str, Mapping[str, Verb]]
+
+
+def runner_sleep(params: Mapping[str, Any]) -> Callable[[float], Awaitable[None]]:
+    """The sleep the runner handed a verb that waits (`_sleep`), else asyncio's."""
+    sleep = params.get("_sleep")
+    return sleep if callable(sleep) else asyncio.sleep
 
 
 def require(labels: Mapping[str, str], *names: str) -> tuple[str, ...]:

@@ -244,6 +244,9 @@ class StreamSpec:
     outputs: tuple[str, ...] = ()
     connections: tuple[tuple[str, int], ...] = ()
     reconnect_after: float | None = None
+    # An encoder that reconnects but sends nothing: every publish of this spec starts stalled
+    # (a stream that a restart cannot cure).
+    stalled: bool = False
 
     @classmethod
     def from_kwargs(cls, spec: Mapping[str, Any]) -> StreamSpec:

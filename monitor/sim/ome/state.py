@@ -314,7 +314,7 @@ class OmeSim(Simulator):
         if name in app.streams:
             raise ValueError(f"stream {app.path}/{name} already exists")
         meter = Meter.start(now, self.connection_keys)
-        stream = Stream(app, name, spec, meter, bitrate=spec.bitrate)
+        stream = Stream(app, name, spec, meter, bitrate=spec.bitrate, stalled=spec.stalled)
         taken = [out for out in stream.outputs if out in app.outputs]
         if taken:
             raise ValueError(f"output stream(s) {taken} already exist in {app.path}")

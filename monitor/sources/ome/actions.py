@@ -1,6 +1,7 @@
 """OME's verbs, by entity kind (see `monitor.sources.verbs` for the protocol).
 
-`ome.stream`: `restart`, `hls_dump`, `id3_event`. `ome.push` has no `restart` yet: OME keeps a
+`ome.stream`: `restart`, `hls_dump`, `id3_event`; the runner's helpers `restart.verify` (is
+the stream back with input bytes moving?), `hls_dump.stop` and `hls_dump.status`. `ome.push` has no `restart` yet: OME keeps a
 stopped push for up to a second (its push thread drops it on its next pass), and starting the
 same id before that fails with "Duplicate ID"; a restart therefore needs a wait for the push to
 be gone, which belongs with the verification stage of the actions issue.
@@ -12,8 +13,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from monitor.sources.base import Source
+from monitor.sources.ome.client import NotFound
 from monitor.sources.ome.source import KIND_STREAM, OmeSource
-from monitor.sources.verbs import Verb, VerbResult, require, source_of
+from monitor.sources.verbs import Verb, VerbResult, require, runner_sleep, source_of
+
+PULL_SUFFIX = "Pull"  # RtmpPull, RtspPull: OME pulls these itself; a delete does not come back
 
 
 def _stream(source: Source, labels: Mapping[str, str]) -> tuple[OmeSource, str, str, str]:
@@ -43,6 +47,16 @@ async def restart_stream(
     reconnect. Checking that the stream comes back is left to the actions issue's verify
     stage; `ok` here only says OME accepted the delete."""
     ome, vhost, app, stream = _stream(source, labels)
+    info = await ome.client.stream_info(vhost, app, stream)
+    source_type = str(info.get("sourceType") or "") if isinstance(info, Mapping) else ""
+    if source_type.endswith(PULL_SUFFIX):
+        # A deleted pull stream stays gone: re-creating it with its URL(s) and properties is
+        # not built yet, so refuse rather than remove it for good.
+        return VerbResult(
+            False,
+            f"refused: {vhost}/{app}/{stream} is a {source_type} stream; "
+            "deleting it would not bring it back",
+        )
     await ome.client.delete_stream(vhost, app, stream)
     return VerbResult(
         True, f"stream {vhost}/{app}/{stream} deleted; the encoder is expected to reconnect"
@@ -107,6 +121,77 @@ async def id3_event(
     return VerbResult(True, f"{len(events)} ID3 frame(s) sent to {vhost}/{app}/{stream}")
 
 
+async def verify_restart(
+    source: Source, labels: Mapping[str, str], params: Mapping[str, Any]
+) -> VerbResult:
+    """Wait (at most `verify_timeout` s, every `poll_interval` s) until the stream is listed
+    again and its `totalBytesIn` grows between two reads: the encoder is back and sending."""
+    ome, vhost, app, stream = _stream(source, labels)
+    clock, sleep = ome.context.clock, runner_sleep(params)
+    timeout = float(params.get("verify_timeout") or 60.0)
+    interval = float(params.get("poll_interval") or 1.0)
+    deadline = clock() + timeout
+    first: float | None = None
+    seen = False
+    while True:
+        try:
+            stats = await ome.client.stream_stats(vhost, app, stream)
+        except NotFound:
+            stats, first = None, None
+        if stats is not None:
+            seen = True
+            moved = stats.get("totalBytesIn")
+            if isinstance(moved, int | float):
+                if first is not None and moved > first:
+                    return VerbResult(True, f"{vhost}/{app}/{stream} is back with input moving")
+                if first is None:
+                    first = moved
+        if clock() >= deadline:
+            state = "is back but its input does not move" if seen else "did not come back"
+            return VerbResult(False, f"{vhost}/{app}/{stream} {state} within {timeout:g}s")
+        await sleep(interval)
+
+
+async def stop_hls_dump(
+    source: Source, labels: Mapping[str, str], params: Mapping[str, Any]
+) -> VerbResult:
+    """`:stopHlsDump` of dump `id` on `output_stream_name`. A stream that is gone has no dump
+    to stop (OME ended it with the stream): reported as done."""
+    ome, vhost, app, stream = _stream(source, labels)
+    dump_id = _text(params, "id", required=True)
+    output = _text(params, "output_stream_name") or stream
+    try:
+        await ome.client.stop_hls_dump(
+            vhost, app, stream, output_stream_name=output, dump_id=dump_id
+        )
+    except NotFound:
+        return VerbResult(
+            True, f"stream {vhost}/{app}/{stream} is gone; dump {dump_id} ended with it"
+        )
+    return VerbResult(True, f"HLS dump {dump_id} stopped")
+
+
+async def hls_dump_status(
+    source: Source, labels: Mapping[str, str], params: Mapping[str, Any]
+) -> VerbResult:
+    """`:hlsDumps`: `ok` when OME lists dump `id` (detail: enabled or not)."""
+    ome, vhost, app, stream = _stream(source, labels)
+    dump_id = _text(params, "id", required=True)
+    output = _text(params, "output_stream_name") or stream
+    dumps = await ome.client.hls_dumps(vhost, app, stream, output_stream_name=output)
+    for dump in dumps:
+        if dump.get("id") == dump_id:
+            return VerbResult(True, "enabled" if dump.get("enabled") else "disabled")
+    return VerbResult(False, "not listed")
+
+
 VERBS: Mapping[str, Mapping[str, Verb]] = {
-    KIND_STREAM: {"restart": restart_stream, "hls_dump": hls_dump, "id3_event": id3_event},
+    KIND_STREAM: {
+        "restart": restart_stream,
+        "hls_dump": hls_dump,
+        "id3_event": id3_event,
+        "restart.verify": verify_restart,
+        "hls_dump.stop": stop_hls_dump,
+        "hls_dump.status": hls_dump_status,
+    },
 }

@@ -10,7 +10,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from monitor.sources.base import Source
-from monitor.sources.smartstream.source import LIVE_EVENT_KIND, SmartstreamSource
+from monitor.sources.smartstream.source import (
+    ENCODE_STATUS_RUNNING,
+    LIVE_EVENT_KIND,
+    SmartstreamSource,
+)
 from monitor.sources.verbs import Verb, VerbResult, require, source_of
 
 
@@ -35,6 +39,19 @@ async def restart_live_event(
     )
 
 
+async def verify_restart(
+    source: Source, labels: Mapping[str, str], params: Mapping[str, Any]
+) -> VerbResult:
+    """One read of the live event: `ok` when its encode_status is running (for an attempt a
+    stopped daemon left unfinished; the restart itself already waits)."""
+    smartstream = source_of(source, SmartstreamSource)
+    (live_event,) = require(labels, "live_event")
+    body = await smartstream.client.live_event("GET", live_event, max_wait=30.0)
+    entity = smartstream._event_or_none(body)
+    status = entity.fields.get("encode_status") if entity is not None else None
+    return VerbResult(status == ENCODE_STATUS_RUNNING, f"live event {live_event}: {status}", entity)
+
+
 VERBS: Mapping[str, Mapping[str, Verb]] = {
-    LIVE_EVENT_KIND: {"restart": restart_live_event},
+    LIVE_EVENT_KIND: {"restart": restart_live_event, "restart.verify": verify_restart},
 }
