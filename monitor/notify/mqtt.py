@@ -65,6 +65,11 @@ class MqttNotifier:
         self._published: dict[str, str] = {}  # what this connection has published
         self._state_wake = asyncio.Event()
         self.state_interval = STATE_INTERVAL
+        self.connect_wait = CONNECT_WAIT
+        # The retained alert states this daemon published (firing ones; bounded by the alerts
+        # the engine holds), published again on every reconnect: right after a broker restart
+        # that lost its retained messages.
+        self._alerts: dict[str, bytes] = {}
         self.connects = 0
 
     # -- the outbox consumer -------------------------------------------------------------------
@@ -83,14 +88,18 @@ class MqttNotifier:
         if t.kind == TransitionKind.RESOLVED:
             state = (topic, b"", True)
         else:
-            state = (topic, json.dumps({**event, "transition": None}).encode(), True)
+            state = (
+                topic,
+                json.dumps({k: v for k, v in event.items() if k != "transition"}).encode(),
+                True,
+            )
         return [(f"{self.prefix}/events", json.dumps(event).encode(), False), state]
 
     async def handle(self, transitions: Sequence[Transition]) -> Sequence[int]:
         """Publish, in order; return the ids whose messages the broker acknowledged. Without a
         broker (after CONNECT_WAIT) nothing is done and the outbox hands them again."""
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CONNECT_WAIT):
+            async with asyncio.timeout(self.connect_wait):
                 await self._connected.wait()
         done: list[int] = []
         client = self.client
@@ -121,6 +130,8 @@ class MqttNotifier:
     def refresh_states(self) -> None:
         for poller in self.deps.sources.pollers():
             ref: SourceRef = poller.ref
+            if poller.up is None:
+                continue  # not polled yet: unknown is not down
             topic = f"{self.prefix}/sources/{_part(ref.kind)}/{_part(ref.name)}/up"
             self._states[topic] = "1" if poller.up else "0"
 
@@ -233,6 +244,14 @@ class MqttNotifier:
                         await client.subscribe(f"{self.prefix}/commands/actions", qos=1)
                     self._published = {}
                     await self._publish_states(client)
+                    for topic, payload in list(self._alerts.items()):
+                        await client.publish(
+                            topic,
+                            payload,
+                            qos=self.config.qos,
+                            retain=True,
+                            timeout=PUBLISH_TIMEOUT,
+                        )
                     self.client = client
                     self.connects += 1
                     self.metrics.connected.set(1)
