@@ -323,6 +323,7 @@ class ActionLog:
             {
                 "id": r[0],
                 "startedAt": r[1],
+                "time": r[1],  # what the status page shows
                 "finishedAt": r[2],
                 "action": r[3],
                 "kind": r[4],
