@@ -199,6 +199,7 @@ def exported_names(exposition: str) -> set[str]:
 
 
 def closed_port() -> int:
+    """A loopback port nothing listens on (for now)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -382,14 +383,16 @@ async def test_every_query_parses_and_names_only_what_the_daemon_exports(tmp_pat
 
 
 @contextlib.asynccontextmanager
-async def prometheus(tmp_path: Path, target_url: str) -> AsyncIterator[str]:
-    """A real Prometheus on loopback scraping `target_url` every second; stopped on exit."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+async def prometheus(
+    tmp_path: Path, target_url: str, rule_files: list[Path] | None = None
+) -> AsyncIterator[str]:
+    """A real Prometheus on loopback scraping `target_url` (and evaluating `rule_files`) every
+    second; stopped on exit."""
+    port = closed_port()
     target = target_url.removeprefix("http://")
     (tmp_path / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: {json.dumps([str(path) for path in rule_files or []])}\n"
         "scrape_configs:\n"
         f"  - job_name: streamwatch\n    static_configs: [{{targets: ['{target}']}}]\n"
     )

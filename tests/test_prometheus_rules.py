@@ -5,13 +5,21 @@ their unit tests; a missing promtool fails these tests rather than skipping them
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
+import aiohttp
 import yaml
+from test_grafana import prometheus, until_every_query_has_data, write_config
 
 from monitor.alerting.evaluate import SOURCE_DOWN
+from monitor.daemon import Daemon
+from monitor.demo import simulators
+from monitor.demo.layout import NEWS_CHANNEL, SPORTS_CHANNEL
+from monitor.sim.smartstream import ENCODE_STATUS_ERROR, JOB_FAILED
 
 ROOT = Path(__file__).parent.parent
 PROMQL_RULES = ROOT / "rules" / "prometheus"
@@ -98,3 +106,92 @@ def test_the_built_in_source_down_waits_as_long_as_the_daemons_default():
     from monitor.config import AlertingConfig
 
     assert AlertingConfig().source_down_after == 60.0  # "for: 1m" in streamwatch.yaml
+
+
+def normalised(labels: dict[str, str], *, prometheus: bool) -> tuple[tuple[str, str], ...]:
+    """An alert's labels as both evaluators can have them.
+
+    Prometheus adds the scrape's `instance` and `job`, and renames the daemon's own `job` label
+    (a SmartSTREAM job id) to `exported_job`; the daemon's event alerts carry `event_id`, which
+    no metric has (rules/prometheus/naver.yaml says so)."""
+    labels = dict(labels)
+    if prometheus:
+        labels.pop("instance")
+        labels.pop("job")
+        if "exported_job" in labels:
+            labels["job"] = labels.pop("exported_job")
+    else:
+        labels.pop("event_id", None)
+    return tuple(sorted(labels.items()))
+
+
+async def test_prometheus_and_the_daemon_raise_the_same_alerts_on_the_simulators(tmp_path):
+    """A real Prometheus evaluates rules/prometheus/ over a scrape of the daemon, which
+    evaluates the shipped rules over the same simulators, with a fault for almost every rule:
+    both hold the same alerts (pending or firing), label for label."""
+    async with simulators(faults=False) as sims:
+        sims.ome.add_stream(
+            "default/live/weak", bitrate=200_000, framerate=12, keyframe_interval=120
+        )
+        sims.ome.set_connections("default/live/main", {"llhls": 2500})
+        sims.ome.set_push_state("default/live", "youtube", "error")
+        sims.ome.set_record_state("default/live", "archive", "error")
+        sims.smartstream.set_encode_status("ref:sports", ENCODE_STATUS_ERROR)
+        sims.smartstream.set_job_status("ref:upload-2", JOB_FAILED)
+        daemon = Daemon(write_config(tmp_path, sims))
+        await daemon.start()
+        try:
+            assert daemon.url and daemon.engine
+            rule_files = sorted(PROMQL_RULES.glob("*.yaml"))
+            async with (
+                aiohttp.ClientSession() as http,
+                prometheus(tmp_path, daemon.url, rule_files) as base,
+            ):
+                # An event counts for increase() only once Prometheus has seen its counter at
+                # 0: the encoder disconnects after the first scrape that has it.
+                zero = 'naver_channel_events_total{event="PUBLISH_END"}'
+                assert await until_every_query_has_data(http, base, {"counter": zero}) == {}
+                sims.naver.set_status(NEWS_CHANNEL, "READY")  # PUBLISH_END
+                sims.naver.set_status(SPORTS_CHANNEL, "FORCE_BLOCK", event=None)
+                ours, theirs = await both_alert_sets(daemon, http, base)
+        finally:
+            await daemon.stop()
+    assert ours == theirs
+    assert {name for name, _ in ours} >= {
+        "OmeExpectedStreamMissing",
+        "OmeInputBitrateLow",
+        "OmeInputFramerateDrop",
+        "OmeKeyframeIntervalLong",
+        "OmeViewersOverLimit",
+        "OmePushFailed",
+        "OmeRecordFailed",
+        "SmartstreamLiveEventEncodeError",
+        "SmartstreamJobFailed",
+        "NaverChannelAbnormal",
+        "NaverStreamDisconnected",
+        SOURCE_DOWN,
+    }
+
+
+async def both_alert_sets(
+    daemon: Daemon, http: aiohttp.ClientSession, base: str, within: float = 25
+) -> tuple[set, set]:
+    """The daemon's alerts and Prometheus' once they agree, or as they are at the deadline.
+    Polled: Prometheus scrapes and evaluates in its own process, on its own clock."""
+    deadline = time.monotonic() + within
+    while True:
+        assert daemon.engine
+        ours = {
+            (alert.alertname, normalised(alert.labels, prometheus=False))
+            for alert, _ in daemon.engine.active_alerts()
+            if alert.alertname not in NOT_EXPRESSIBLE
+        }
+        async with http.get(f"{base}/api/v1/alerts") as resp:
+            body = await resp.json()
+        theirs = {
+            (alert["labels"]["alertname"], normalised(alert["labels"], prometheus=True))
+            for alert in body["data"]["alerts"]
+        }
+        if (ours == theirs and len(ours) >= 12) or time.monotonic() > deadline:
+            return ours, theirs
+        await asyncio.sleep(0.5)
