@@ -61,7 +61,8 @@ class Performer:
         calls.add(attempt.action, result.ok, result.detail)
         if not result.ok or attempt.action != "restart":
             return result
-        return await self.verify(attempt, calls, source)
+        verified = await self.verify(attempt, calls, source)
+        return VerbResult(verified.ok, f"{result.detail}; {verified.detail}", verified.entity)
 
     async def verify(
         self, attempt: Attempt, calls: Calls, source: Source | None = None
