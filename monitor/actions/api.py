@@ -47,7 +47,7 @@ def routes(runner: ActionRunner, sources: SourceManager) -> list[web.RouteDef]:
             return _error(f"body over {MAX_BODY} bytes", 413)
         try:
             body = json.loads(raw)
-            action_request = parse_request(body, sources.find)
+            action_request = parse_request(body, lambda kind, labels: sources.find(kind, labels))
         except (ValueError, RecursionError) as exc:
             return _error(str(exc)[:300], 400)
         except LookupError as exc:
