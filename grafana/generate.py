@@ -393,6 +393,7 @@ def overview() -> dict:
         "{{action}} {{result}}",
         "short",
         decimals=0,
+        w=8,
     )
     b.timeseries(
         "Actions",
@@ -404,6 +405,7 @@ def overview() -> dict:
             )
         ],
         "ops",
+        w=8,
     )
     b.timeseries(
         "Action duration (p95)",
@@ -416,6 +418,16 @@ def overview() -> dict:
             )
         ],
         "s",
+        w=8,
+    )
+    b.timeseries(
+        "HLS dumps by state",
+        "HLS dumps this daemon made (hls_dump actions), by state.",
+        [target(f"sum by (state) (streamwatch_hls_dumps{{{INST}}})", "{{state}}")],
+        "short",
+        decimals=0,
+        w=24,
+        h=6,
     )
     b.bars(
         "Notifications in the time range",
@@ -424,6 +436,7 @@ def overview() -> dict:
         "{{notifier}} {{result}}",
         "short",
         decimals=0,
+        w=8,
     )
     b.timeseries(
         "Notifications",
@@ -435,6 +448,7 @@ def overview() -> dict:
             )
         ],
         "ops",
+        w=8,
     )
     b.timeseries(
         "Notification duration (p95)",
@@ -447,6 +461,7 @@ def overview() -> dict:
             )
         ],
         "s",
+        w=8,
     )
     return dashboard(
         "streamwatch-overview",

@@ -58,6 +58,7 @@ PROMETHEUS_SERIES = {
 NOT_YET_EXPORTED = {
     "streamwatch_actions_total",
     "streamwatch_action_duration_seconds_bucket",
+    "streamwatch_hls_dumps",
     "streamwatch_notifications_total",
     "streamwatch_notification_duration_seconds_bucket",
 }
