@@ -425,3 +425,101 @@ async def test_kill9_between_send_and_record_repeats_the_same_delivery_id(tmp_pa
     assert deliveries.count(deliveries[0]) == 2
     unique = {h["X-Streamwatch-Delivery"]: json.loads(b)["groupKey"] for h, b in receiver.requests}
     assert sorted(unique.values()) == [f'{{}}/ops:{{alertname="A{n}"}}' for n in range(1, 4)]
+
+
+async def test_daemon_killed_between_send_and_record_sends_the_same_delivery_again(
+    tmp_path, receiver
+):
+    from test_kill9 import OME_TOKEN, _daemon, _write_config
+
+    from monitor.sim.ome import OmeSim
+    from monitor.sim.serve import serve
+
+    sim = OmeSim.with_layout(OME_TOKEN, vhosts=1, apps=1, streams_per_app=1)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "groups:\n  - name: g\n    rules:\n"
+        "      - {alert: Listed, kind: ome.stream, expr: present, labels: {severity: info}}\n"
+    )
+    current: dict[str, asyncio.subprocess.Process] = {}
+    second = asyncio.Event()
+
+    async def kill_on_first(request, body):
+        if len(receiver.requests) == 1:  # received, not answered, so not recorded: kill -9
+            current["daemon"].send_signal(signal.SIGKILL)
+            await current["daemon"].wait()
+        else:
+            second.set()
+
+    receiver.on_request = kill_on_first
+    async with serve(sim.app()) as url:
+        config = _write_config(tmp_path, url, rules)
+        config.write_text(
+            config.read_text()
+            + "notify:\n  webhooks:\n"
+            + f"    - {{name: ops, url: '{receiver.url}', group_wait: 0s, hmac_secret: {SECRET}}}\n"
+        )
+        for round_ in range(2):
+            process, _base = await _daemon(config)
+            current["daemon"] = process
+            drain = asyncio.create_task(_drain(process))
+            try:
+                if round_ == 0:
+                    await asyncio.wait_for(process.wait(), 30)
+                    assert process.returncode == -signal.SIGKILL
+                else:
+                    await asyncio.wait_for(second.wait(), 30)
+            finally:
+                if process.returncode is None:
+                    process.terminate()
+                    await process.wait()
+                await drain
+    first, again = (h["X-Streamwatch-Delivery"] for h, _ in receiver.requests[:2])
+    assert first == again, "the resend after kill -9 carries the same delivery id"
+    bodies = [{k: v for k, v in b.items() if k != "externalURL"} for b in receiver.bodies()]
+    assert bodies[0] == bodies[1], "the same notification (the daemon's URL changed)"
+    assert len({h["X-Streamwatch-Delivery"] for h, _ in receiver.requests}) == 1
+    store = Store(tmp_path / "state" / "streamwatch.sqlite3")
+    try:
+        assert store.query("SELECT delivery, result FROM notify_log") == [(first, "sent")]
+    finally:
+        store.close()
+
+
+async def _drain(process: asyncio.subprocess.Process) -> None:
+    assert process.stderr is not None
+    while await process.stderr.readline():
+        pass
+
+
+def test_the_notify_section_of_a_config_file(tmp_path):
+    from monitor.config import ConfigError, load_config
+
+    path = tmp_path / "streamwatch.yaml"
+    path.write_text(
+        f"state_dir: {tmp_path}\nrule_files: []\nnotify:\n  webhooks:\n"
+        "    - {name: ops, url: 'http://127.0.0.1:5001/hook', match: ['severity=\"critical\"'],\n"
+        "       group_by: [alertname, source], hmac_secret: '${WEBHOOK_SECRET}'}\n"
+        "  mqtt: {url: 'mqtt://127.0.0.1:1883', username: u, password: p, prefix: sw}\n"
+        "  alertmanagers: [{url: 'http://127.0.0.1:9093', resend_interval: 1m}]\n"
+    )
+    config = load_config(path, env={"WEBHOOK_SECRET": SECRET})
+    hook = config.notify.webhooks[0]
+    assert (hook.group_wait, hook.group_interval, hook.repeat_interval) == (30, 300, 14400)
+    assert hook.send_resolved and hook.timeout == 10
+    assert hook.hmac_secret is not None and hook.hmac_secret.get_secret_value() == SECRET
+    assert SECRET not in repr(config)
+    assert hook.match[0].matches({"severity": "critical"})
+    assert config.notify.mqtt is not None and config.notify.mqtt.host_port == ("127.0.0.1", 1883)
+    assert config.notify.alertmanagers[0].resend_interval == 60
+
+    path.write_text(
+        f"state_dir: {tmp_path}\nrule_files: []\nnotify:\n  webhooks:\n"
+        "    - {name: ops, url: 'http://u:pw@127.0.0.1/hook', match: ['severity=~\"(\"']}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    text = str(caught.value)
+    assert "notify.webhooks[0].url" in text and "credentials in the URL" in text
+    assert "notify.webhooks[0].match[0]" in text and "invalid regex" in text
+    assert "pw@" not in text
