@@ -621,7 +621,7 @@ def ome() -> dict:
                 "{{app}}/{{stream}} #{{track}}",
             )
         ],
-        "suffix: fps",
+        "suffix:fps",
     )
     b.timeseries(
         "Keyframe interval",
@@ -644,7 +644,7 @@ def ome() -> dict:
                 "{{app}}/{{stream}} #{{track}}",
             )
         ],
-        "suffix: frames",
+        "suffix:frames",
     )
     b.table(
         "Resolution",
@@ -653,7 +653,7 @@ def ome() -> dict:
             target(f'ome_stream_track_width{{{OME_STREAM},type="video"}}', instant=True),
             target(f'ome_stream_track_height{{{OME_STREAM},type="video"}}', instant=True),
         ],
-        "suffix: px",
+        "suffix:px",
     )
     b.row("Applications and virtual hosts")
     b.timeseries(

@@ -80,6 +80,8 @@ MAY_BE_EMPTY = {
     ("streamwatch-overview", "Notifications"): "no notifier configured",
     ("streamwatch-overview", "Notification duration (p95)"): "no notifier configured",
 }
+# The Grafana unit ids the dashboards use (Grafana's valueFormats categories).
+GRAFANA_UNITS = {"none", "short", "s", "bps", "Bps", "reqps", "ops", "dateTimeFromNow"}
 PROMQL_KEYWORDS = {
     "and",
     "or",
@@ -325,7 +327,9 @@ def test_variables_units_and_no_hard_coded_datasource():
                 continue
             where = f"{name}: {panel['title']}"
             assert panel["datasource"] == DATASOURCE, where
-            assert panel["fieldConfig"]["defaults"].get("unit"), f"{where}: no unit"
+            unit = panel["fieldConfig"]["defaults"].get("unit", "")
+            # Grafana's unit ids, or a custom suffix ("suffix:fps": Grafana adds the space).
+            assert unit in GRAFANA_UNITS or re.fullmatch(r"suffix:\S.*", unit), f"{where}: {unit}"
             assert panel["targets"], where
             for target in panel["targets"]:
                 assert target.get("datasource", DATASOURCE) == DATASOURCE, where
