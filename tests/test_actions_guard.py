@@ -202,3 +202,37 @@ async def test_routes_list_attempts_and_trigger_behind_the_token(make, sim: OmeS
         )
         assert (await client.get("/api/v1/actions?limit=0")).status == 400
     assert mutating(sim) == []
+
+
+async def test_push_and_record_restarts_keep_their_id_and_settings(make, sim: OmeSim, clock):
+    from actions_harness import OME
+
+    from monitor.model import Target
+
+    sim.add_push("default/live", "p1", "main", "rtmp://127.0.0.1/app", stream_key="secret-key")
+    sim.add_record("default/live", "r1", "main", file_path="/rec/${Stream}.ts")
+    h = await make(rules("[]"))
+    labels = {"server": "origin", "vhost": "default", "app": "live"}
+    push = Target(OME, "ome.push", {**labels, "id": "p1"})
+    record = Target(OME, "ome.record", {**labels, "id": "r1"})
+    from monitor.sources.ome.actions import TASK_VERBS
+
+    results = []
+    for target in (push, record):
+        verbs = TASK_VERBS[target.kind]
+        params = {"_sleep": clock.sleep, "verify_timeout": 10.0}
+        results.append(await verbs["restart"](h.ome, target.labels, params))
+        results.append(await verbs["restart.verify"](h.ome, target.labels, params))
+    assert all(r.ok for r in results), results
+    calls = [(c.path.rsplit(":", 1)[-1], c.body) for c in sim.calls.mutating()]
+    starts = [body for name, body in calls if name in ("startPush", "startRecord")]
+    assert [name for name, _ in calls if name.startswith(("start", "stop"))] == [
+        "stopPush",
+        "startPush",
+        "stopRecord",
+        "startRecord",
+    ]
+    assert starts[0]["id"] == "p1" and starts[0]["streamKey"] == "secret-key"
+    assert starts[0]["url"] == "rtmp://127.0.0.1/app" and starts[0]["stream"]["name"] == "main"
+    assert starts[1]["id"] == "r1" and starts[1]["filePath"] == "/rec/${Stream}.ts"
+    assert "secret-key" not in str(results), "a stream key is never in a detail"

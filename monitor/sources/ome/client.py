@@ -247,3 +247,16 @@ class OmeClient:
     async def pushes(self, vhost: str, app: str) -> list[Mapping[str, Any]]:
         response = await self._call("POST", _app_path(vhost, app) + ":pushes", {})
         return [p for p in response or [] if isinstance(p, Mapping)]
+
+    async def start_record(
+        self, vhost: str, app: str, record: Mapping[str, Any]
+    ) -> Mapping[str, Any]:
+        response = await self._call("POST", _app_path(vhost, app) + ":startRecord", dict(record))
+        return response if isinstance(response, Mapping) else {}
+
+    async def stop_record(self, vhost: str, app: str, record_id: str) -> None:
+        await self._call("POST", _app_path(vhost, app) + ":stopRecord", {"id": record_id})
+
+    async def records(self, vhost: str, app: str) -> list[Mapping[str, Any]]:
+        response = await self._call("POST", _app_path(vhost, app) + ":records", {})
+        return [r for r in response or [] if isinstance(r, Mapping)]
