@@ -310,3 +310,40 @@ async def test_commands_go_through_the_gate_and_are_answered(broker):
         ("hls_dump", "mqtt"),
     ]
     assert dict(asked[1].params) == {"a": 1} and dict(asked[1].target.labels) == {"stream": "s9"}
+
+
+async def test_daemon_publishes_online_and_the_broker_its_will_after_kill9(broker, tmp_path):
+    import signal
+
+    from test_kill9 import OME_TOKEN, _daemon, _write_config
+
+    from monitor.sim.ome import OmeSim
+    from monitor.sim.serve import serve
+
+    sim = OmeSim.with_layout(OME_TOKEN, vhosts=1, apps=1, streams_per_app=1)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "groups:\n  - name: g\n    rules:\n"
+        "      - {alert: Listed, kind: ome.stream, expr: present, labels: {severity: info}}\n"
+    )
+    async with serve(sim.app()) as url, Listener(broker.port, "sw/#") as live:
+        config = _write_config(tmp_path, url, rules)
+        config.write_text(
+            config.read_text()
+            + f"notify:\n  mqtt: {{url: 'mqtt://127.0.0.1:{broker.port}', prefix: sw}}\n"
+        )
+        process, _base = await _daemon(config)
+        try:
+            await live.wait(lambda m: ("sw/status", b"online") in m, within=20)
+            await live.wait(lambda m: ("sw/sources/ome/origin/up", b"1") in m, within=20)
+            await live.wait(
+                lambda m: any(t.startswith("sw/alerts/Listed/") and p for t, p in m), within=20
+            )
+        finally:
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+        # The broker sees the connection drop and publishes the will.
+        await live.wait(lambda m: m[-1] == ("sw/status", b"offline"), within=20)
+    state = await retained(broker.port, "sw/#")
+    assert state["sw/status"] == b"offline"
+    assert any(t.startswith("sw/alerts/Listed/") for t in state), "the alert state stays"

@@ -45,7 +45,7 @@ from monitor.notify.config import MqttConfig
 log = logging.getLogger(__name__)
 
 CONNECT_WAIT = 5.0  # how long a batch waits for the broker before it is handed back
-STATE_INTERVAL = 5.0  # seconds between looks at the sources' health
+STATE_INTERVAL = 1.0  # seconds between looks at the sources' health (a dict compare)
 RECONNECT_MAX = 30.0
 PUBLISH_TIMEOUT = 10.0
 MAX_COMMAND = 64 * 1024
