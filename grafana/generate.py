@@ -1098,6 +1098,17 @@ def itself() -> dict:
         ],
         "short",
     )
+    b.timeseries(
+        "Rule evaluation time",
+        "Time each rule group took at its last evaluation (one snapshot of a source).",
+        [
+            target(
+                f"streamwatch_rule_group_last_duration_seconds{{{INST}}}",
+                "{{rule_group}}",
+            )
+        ],
+        "s",
+    )
     b.row("Alerts, outbox and state")
     b.timeseries(
         "Alerts by state",
