@@ -236,3 +236,26 @@ async def test_push_and_record_restarts_keep_their_id_and_settings(make, sim: Om
     assert starts[0]["url"] == "rtmp://127.0.0.1/app" and starts[0]["stream"]["name"] == "main"
     assert starts[1]["id"] == "r1" and starts[1]["filePath"] == "/rec/${Stream}.ts"
     assert "secret-key" not in str(results), "a stream key is never in a detail"
+
+
+async def test_a_marker_for_an_app_without_llhls_says_no_player_receives_it(
+    make, sim: OmeSim, clock
+):
+    from actions_harness import OME
+
+    from monitor.component import ActionRequest
+    from monitor.model import Target
+
+    sim.add_app("default/nollhls", publishers=["webrtc", "ovt"])
+    sim.add_stream("default/nollhls/cam")
+    h = await make(rules("[]"))
+    frames = {"frames": [{"frameType": "TXXX", "data": "x"}]}
+    labels = {"server": "origin", "vhost": "default", "app": "nollhls", "stream": "cam"}
+    without = await h.runner.request(
+        ActionRequest("id3_event", Target(OME, "ome.stream", labels), frames)
+    )
+    with_llhls = await h.runner.request(
+        ActionRequest("id3_event", Target(OME, "ome.stream", STREAM), frames)
+    )
+    assert without["result"] == "ok" and "no LLHLS publisher" in without["detail"]
+    assert with_llhls["result"] == "ok" and "LLHLS" not in with_llhls["detail"]

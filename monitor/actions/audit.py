@@ -470,6 +470,21 @@ class ActionLog:
             return max(reset_at, healthy_since + reset_after)
         return reset_at
 
+    def prune(self, before: float) -> None:
+        """Forget finished attempts, jobs and deleted dumps older than `before`."""
+        with self.store.transaction():
+            self.store.execute(
+                "DELETE FROM actions_attempt WHERE state = 'finished' AND started_at < ?",
+                (before,),
+            )
+            self.store.execute(
+                "DELETE FROM actions_job WHERE state IN ('done', 'dropped') AND due_at < ?",
+                (before,),
+            )
+            self.store.execute(
+                "DELETE FROM actions_dump WHERE state = 'deleted' AND started_at < ?", (before,)
+            )
+
     # -- HLS dumps -------------------------------------------------------------------------
 
     def add_dump(self, dump: Dump, attempt_id: int) -> None:

@@ -38,6 +38,8 @@ REMEDIATION_SOURCE = SourceRef("streamwatch", "actions")
 # says stop; these results lead to another try.
 RETRIED = ("ok", "failed", "timeout", "skipped_cooldown", "skipped_backoff")
 TICK = 1.0  # the worker looks at the jobs at least this often
+AUDIT_RETENTION = 30 * 86400.0  # attempts are kept this long (budget windows are ≤ 7 days)
+PRUNE_EVERY = 3600.0
 RECOVER_TIMEOUT = 300.0  # an interrupted attempt whose source never runs again is given up
 
 
@@ -86,6 +88,7 @@ class ActionRunner:
         self._interrupted = self.audit.interrupted()
         self._interrupted_since = clock()
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._pruned_at = 0.0
         self._wake = asyncio.Event()
         self.refresh_counts()
 
@@ -175,6 +178,10 @@ class ActionRunner:
                     await self._wake.wait()
 
     async def tick(self) -> None:
+        now = self.clock()
+        if now - self._pruned_at >= PRUNE_EVERY:
+            self._pruned_at = now
+            self.audit.prune(now - AUDIT_RETENTION)
         await self.recover()
         self.spawn_due()
         try:

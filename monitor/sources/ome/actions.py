@@ -10,13 +10,16 @@ the stream back with input bytes moving?), `hls_dump.stop` and `hls_dump.status`
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
-from monitor.sources.base import Source
+from monitor.sources.base import Source, SourceError
 from monitor.sources.ome.client import NotFound
 from monitor.sources.ome.source import KIND_PUSH, KIND_RECORD, KIND_STREAM, OmeSource
 from monitor.sources.verbs import Verb, VerbResult, require, runner_sleep, source_of
+
+log = logging.getLogger(__name__)
 
 PULL_SUFFIX = "Pull"  # RtmpPull, RtspPull: OME pulls these itself; a delete does not come back
 
@@ -119,7 +122,27 @@ async def id3_event(
         event_type=_text(params, "event_type") or "event",
         urgent=bool(params.get("urgent", False)),
     )
-    return VerbResult(True, f"{len(events)} ID3 frame(s) sent to {vhost}/{app}/{stream}")
+    detail = f"{len(events)} ID3 frame(s) sent to {vhost}/{app}/{stream}"
+    if not await _has_llhls(ome, vhost, app):
+        # OME answers 200 anyway: without an LL-HLS output no player ever sees the marker.
+        log.warning(
+            "ID3 marker sent to an app without LLHLS",
+            extra={"source": str(ome.ref), "vhost": vhost, "app": app, "stream": stream},
+        )
+        detail += "; warning: the app has no LLHLS publisher, so no player receives it"
+    return VerbResult(True, detail)
+
+
+async def _has_llhls(ome: OmeSource, vhost: str, app: str) -> bool:
+    """True unless OME says the app's publishers lack LLHLS (an unreadable answer: True)."""
+    try:
+        info = await ome.client.app(vhost, app)
+    except SourceError:
+        return True
+    publishers = info.get("publishers")
+    if not isinstance(publishers, Mapping):
+        return True
+    return any(str(name).lower() == "llhls" for name in publishers)
 
 
 async def verify_restart(

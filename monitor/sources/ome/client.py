@@ -260,3 +260,7 @@ class OmeClient:
     async def records(self, vhost: str, app: str) -> list[Mapping[str, Any]]:
         response = await self._call("POST", _app_path(vhost, app) + ":records", {})
         return [r for r in response or [] if isinstance(r, Mapping)]
+
+    async def app(self, vhost: str, app: str) -> Mapping[str, Any]:
+        """The app's settings (`publishers`, `outputProfiles`, ...)."""
+        return await self._get_object(_app_path(vhost, app))
