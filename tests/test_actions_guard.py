@@ -259,3 +259,31 @@ async def test_a_marker_for_an_app_without_llhls_says_no_player_receives_it(
     )
     assert without["result"] == "ok" and "no LLHLS publisher" in without["detail"]
     assert with_llhls["result"] == "ok" and "LLHLS" not in with_llhls["detail"]
+
+
+async def test_a_pull_stream_is_created_again_with_its_url(make, sim: OmeSim, clock):
+    from actions_harness import OME
+
+    from monitor.component import ActionRequest
+    from monitor.model import Target
+
+    sim.add_stream("default/live/pulled", source_type="RtspPull", source_url="rtsp://10.0.0.9/cam")
+    sim.stall("default/live/pulled")
+    h = await make(rules("[]"))
+    labels = {"server": "origin", "vhost": "default", "app": "live", "stream": "pulled"}
+    params = {"properties": {"persistent": False}, "verify_timeout": "10s"}
+    outcome = await h.runner.request(
+        ActionRequest("restart", Target(OME, "ome.stream", labels), params)
+    )
+    assert outcome["result"] == "ok", outcome
+    assert "re-created" in outcome["detail"] and "input moving" in outcome["detail"]
+    calls = [(c.method, c.path, c.body) for c in sim.calls.mutating()]
+    assert [(m, p.rsplit("/", 1)[-1]) for m, p, _ in calls] == [
+        ("DELETE", "pulled"),
+        ("POST", "streams"),
+    ]
+    assert calls[1][2] == {
+        "name": "pulled",
+        "urls": ["rtsp://10.0.0.9/cam"],
+        "properties": {"persistent": False},
+    }

@@ -61,6 +61,8 @@ class GuardOverrides(Strict):
 class RestartParams(GuardOverrides):
     after: Duration = 0.0
     verify_timeout: Duration = 60.0
+    # OME pull streams: the `properties` of Create Stream when the stream is created again.
+    properties: dict[str, Any] | None = None
 
 
 class HlsDumpParams(GuardOverrides):

@@ -14,6 +14,8 @@ from monitor.sim.ome.model import (
     V_HLS_DUMP,
     V_SEND_EVENT,
     V_STATS_SERVER,
+    OmeError,
+    StreamSpec,
     controller_not_found,
 )
 from monitor.sim.ome.replies import (
@@ -62,6 +64,30 @@ async def _get_streams(request: web.Request) -> web.Response:
 async def _get_stream(request: web.Request) -> web.Response:
     sim = sim_of(request)
     return ok(stream_json(sim, matched_stream(sim, request), now_of(request)))
+
+
+PULL_TYPES = {"rtsp": "RtspPull", "rtmp": "RtmpPull"}
+
+
+async def _create_stream(request: web.Request) -> web.Response:
+    """A pull stream (OME's Create Stream): `{name, urls: [...], properties?}`; OME pulls the
+    first URL it can. Only rtsp:// and rtmp:// sources are modelled."""
+    sim = sim_of(request)
+    info = request.match_info
+    app = find_app(sim, info["vhost"], info["app"])
+    body = as_object(await json_body(request))
+    name, urls = body.get("name"), body.get("urls")
+    if not isinstance(name, str) or not name or not isinstance(urls, list) or not urls:
+        raise OmeError(400, "name and urls are required")
+    if name in app.streams:
+        raise OmeError(409, f"Stream already exists: [{app.path}/{name}]")
+    url = str(urls[0])
+    kind = PULL_TYPES.get(url.split("://", 1)[0].lower())
+    if kind is None:
+        raise OmeError(400, f"Unsupported URL: {url.split('://', 1)[0]}")
+    spec = StreamSpec(source_type=kind, source_url=url)
+    sim._publish(now_of(request), app, name, spec)
+    return done()
 
 
 async def _delete_stream(request: web.Request) -> web.Response:
@@ -146,6 +172,7 @@ def add_routes(app: web.Application) -> None:
     router.add_post(f"{apps}/{name}:{{action}}", _post_app_action)
     router.add_get(f"{apps}/{name}:{{action}}", _get_app_action)
     router.add_get(streams, _get_streams)
+    router.add_post(streams, _create_stream)
     router.add_get(f"{streams}/{stream}", _get_stream)
     router.add_delete(f"{streams}/{stream}", _delete_stream)
     router.add_post(f"{streams}/{stream}:{{action}}", _post_stream_action)

@@ -52,15 +52,23 @@ async def restart_stream(
     stage; `ok` here only says OME accepted the delete."""
     ome, vhost, app, stream = _stream(source, labels)
     info = await ome.client.stream_info(vhost, app, stream)
-    source_type = str(info.get("sourceType") or "") if isinstance(info, Mapping) else ""
+    found = info.get("input") if isinstance(info, Mapping) else None
+    info = found if isinstance(found, Mapping) else {}
+    source_type = str(info.get("sourceType") or "")
     if source_type.endswith(PULL_SUFFIX):
-        # A deleted pull stream stays gone: re-creating it with its URL(s) and properties is
-        # not built yet, so refuse rather than remove it for good.
-        return VerbResult(
-            False,
-            f"refused: {vhost}/{app}/{stream} is a {source_type} stream; "
-            "deleting it would not bring it back",
-        )
+        # OME pulls this one itself: deleted, it stays gone, so it is created again with the
+        # URL it was pulled from (stream info's `sourceUrl`) and the rule's `properties`.
+        url = info.get("sourceUrl")
+        if not isinstance(url, str) or "://" not in url:
+            return VerbResult(
+                False, f"refused: {vhost}/{app}/{stream} is {source_type} without a source URL"
+            )
+        properties = params.get("properties") or {}
+        if not isinstance(properties, Mapping):
+            raise ValueError("parameter 'properties' must be a map")
+        await ome.client.delete_stream(vhost, app, stream)
+        await ome.client.create_stream(vhost, app, stream, [url], properties)
+        return VerbResult(True, f"{source_type} stream {vhost}/{app}/{stream} re-created")
     await ome.client.delete_stream(vhost, app, stream)
     return VerbResult(
         True, f"stream {vhost}/{app}/{stream} deleted; the encoder is expected to reconnect"

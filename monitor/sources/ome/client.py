@@ -171,6 +171,15 @@ class OmeClient:
             return False
         return True
 
+    async def create_stream(
+        self, vhost: str, app: str, name: str, urls: list[str], properties: Mapping[str, Any]
+    ) -> None:
+        """A pull stream: OME pulls it from `urls` (Create Stream)."""
+        body: dict[str, Any] = {"name": name, "urls": list(urls)}
+        if properties:
+            body["properties"] = dict(properties)
+        await self._call("POST", f"{_app_path(vhost, app)}/streams", body)
+
     async def delete_stream(self, vhost: str, app: str, stream: str) -> None:
         """Terminates the ingest connection; the encoder is expected to reconnect."""
         await self._call("DELETE", _stream_path(vhost, app, stream))
