@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from actions_harness import TOKEN, Harness
+from actions_harness import STREAM, TOKEN, Harness
 from conftest import FakeClock
 
 from monitor.alerting.transitions import TransitionKind
@@ -128,6 +128,16 @@ async def test_a_stream_that_never_recovers_stops_at_the_budget_and_the_alert_fi
             "main",
         )
         assert labels["source"] == "ome/origin"
+        # an hour on, the window has room again: the alert resolves and restarts may resume
+        clock.advance(3600)
+        h.runner.release_budgets()
+        resolved = [
+            t
+            for t in h.engine_transitions()
+            if t.alertname == "StreamwatchRemediationExhausted"
+            and t.kind == TransitionKind.RESOLVED
+        ]
+        assert len(resolved) == 1
     finally:
         await h.close()
 
@@ -195,4 +205,28 @@ async def test_a_daemon_restarted_mid_dump_stops_the_dump_on_time(
             and "Completed" in (h.runner.audit.store.query("SELECT detail FROM actions_dump")[0][0])
         )
     finally:
+        await h.close()
+
+
+async def test_an_attempt_that_does_not_answer_in_time_is_a_timeout(
+    tmp_path: Path, clock: FakeClock, sim: OmeSim, url: str
+):
+    from actions_harness import OME
+
+    from monitor.component import ActionRequest
+    from monitor.model import Target
+
+    sim.add_stream("default/live/main")
+    sim.delay(seconds=30, path="/v1/vhosts/default/apps/live/streams/main", method="DELETE")
+    h = await harness(tmp_path, clock, url, "groups: []\n", {"guard": {"timeout": "1s"}})
+    try:
+        target = Target(OME, "ome.stream", STREAM)
+        outcome = await h.runner.request(ActionRequest("restart", target))
+        assert outcome["result"] == "timeout"
+        [attempt] = h.attempts()
+        assert attempt["executed"] and attempt["state"] == "finished"
+        total = h.runner.metrics.total.labels("restart", "ome.stream", "timeout")
+        assert total._value.get() == 1
+    finally:
+        sim.clear_faults()
         await h.close()
