@@ -230,3 +230,36 @@ async def test_an_attempt_that_does_not_answer_in_time_is_a_timeout(
     finally:
         sim.clear_faults()
         await h.close()
+
+
+RESET = """
+groups:
+  - name: ome
+    rules:
+      - alert: OmeIngestStalled
+        kind: ome.stream
+        expr: age(last_recv) > 10
+        actions:
+          - restart: {cooldown: 0s, backoff: 30m, reset_after: 10m, verify_timeout: 5s}
+"""
+
+
+@pytest.mark.parametrize(("healthy_for", "second"), [(600, "ok"), (300, "skipped_backoff")])
+async def test_backoff_resets_after_the_target_stayed_healthy_for_reset_after(
+    tmp_path: Path, clock: FakeClock, sim: OmeSim, url: str, healthy_for: int, second: str
+):
+    sim.add_stream("default/live/main", reconnect_after=1)
+    h = await harness(tmp_path, clock, url, RESET)
+    try:
+        for _ in range(2):
+            await h.poll()
+            sim.stall("default/live/main")
+            clock.advance(15)
+            await h.poll()  # fires and restarts; the encoder comes back
+            clock.advance(2)
+            await h.poll()  # resolved: healthy from now
+            clock.advance(healthy_for)
+        results = [a["result"] for a in h.attempts(action="restart")]
+        assert results == ["ok", second]
+    finally:
+        await h.close()

@@ -467,8 +467,10 @@ class ActionLog:
             return 0.0
         healthy_since, reset_at = rows[0]
         if healthy_since is not None and now - healthy_since >= reset_after:
-            return max(reset_at, healthy_since + reset_after)
-        return reset_at
+            reset_at = max(reset_at, healthy_since + reset_after)
+        # `executed_since` counts attempts after its bound: one made at the reset belongs to
+        # the new streak.
+        return reset_at - 1e-6 if reset_at else 0.0
 
     def prune(self, before: float) -> None:
         """Forget finished attempts, jobs and deleted dumps older than `before`."""
