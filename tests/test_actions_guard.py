@@ -287,3 +287,18 @@ async def test_a_pull_stream_is_created_again_with_its_url(make, sim: OmeSim, cl
         "urls": ["rtsp://10.0.0.9/cam"],
         "properties": {"persistent": False},
     }
+
+
+async def test_an_action_the_kind_does_not_offer_fails_without_spending_budget(make, clock):
+    from actions_harness import OME
+
+    from monitor.component import ActionRequest
+    from monitor.model import Target
+
+    h = await make(rules("[]"))
+    frames = {"frames": [{"frameType": "TXXX", "data": "x"}]}
+    app = Target(OME, "ome.app", {"server": "origin", "vhost": "default", "app": "live"})
+    outcome = await h.runner.request(ActionRequest("id3_event", app, frames))
+    assert outcome["result"] == "failed" and "ome.app has no id3_event" in outcome["detail"]
+    [attempt] = h.attempts()
+    assert not attempt["executed"]

@@ -1,6 +1,6 @@
 """The guard: every action, from a rule or from outside, passes this one chain of small stages
 
-    silenced → dry-run → cooldown → budget → backoff → concurrency + timeout → execute → verify → audit
+    supported → silenced → dry-run → cooldown → budget → backoff → concurrency + timeout → execute → verify → audit
 
 Each stage either lets the attempt through or ends it with the value of the `result` label of
 `streamwatch_actions_total` (skipped_silenced, dry_run, skipped_cooldown, skipped_budget,
@@ -22,6 +22,7 @@ from monitor.actions.audit import ActionLog, target_key
 from monitor.actions.config import GuardConfig
 from monitor.actions.metrics import ActionMetrics
 from monitor.model import Target
+from monitor.sources import registry
 from monitor.sources.base import SourceError
 from monitor.sources.verbs import VerbResult
 
@@ -106,6 +107,7 @@ class Guard:
         self.semaphore = asyncio.Semaphore(concurrency)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.stages: Sequence[Callable[[Attempt, float], Skip]] = (
+            self.supported,
             self.silenced,
             self.dry_run,
             self.cooldown,
@@ -126,6 +128,12 @@ class Guard:
                 return await self._execute(attempt)
 
     # -- the stages before any upstream call ---------------------------------------------------
+
+    def supported(self, attempt: Attempt, now: float) -> Skip:
+        """An action the target's kind has no verb for fails here, spending no budget."""
+        if registry.verb(attempt.target.kind, attempt.action) is None:
+            return "failed", f"{attempt.target.kind} has no {attempt.action} action"
+        return None
 
     def silenced(self, attempt: Attempt, now: float) -> Skip:
         if attempt.silenced_by:
