@@ -56,6 +56,7 @@ receivers:
 """
         )
         self.process: asyncio.subprocess.Process | None = None
+        self.cluster = ["--cluster.listen-address="]  # alone unless told otherwise
 
     async def start(self) -> None:
         path = shutil.which(ALERTMANAGER) or shutil.which("prometheus-alertmanager")
@@ -68,7 +69,7 @@ receivers:
             f"--config.file={self.config}",
             f"--storage.path={self.dir / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
-            "--cluster.listen-address=",
+            *self.cluster,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
@@ -87,7 +88,11 @@ receivers:
     async def stop(self) -> None:
         if self.process is not None and self.process.returncode is None:
             self.process.terminate()
-            await self.process.wait()
+            try:  # a cluster member takes its time leaving the cluster
+                await asyncio.wait_for(self.process.wait(), 2)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
 
     async def alerts(self) -> list[dict]:
         async with aiohttp.ClientSession() as http, http.get(f"{self.url}/api/v2/alerts") as resp:
@@ -238,3 +243,67 @@ async def _receive(am, base, gate, runner, asked, arrived, token) -> None:
         "stream": "s1"
     }
     assert dict(request.params) == {"after": "5s"} and request.reason == "StreamStalled"
+
+
+async def test_ha_pair_two_clustered_alertmanagers_notify_once(tmp_path):
+    """Two streamwatch instances with one config push the same alert to both members of an
+    Alertmanager cluster on loopback; the cluster's notification log lets one notification
+    per group reach the receiver."""
+    from test_notify_webhook import Receiver
+
+    receiver = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", receiver.hook)
+    app_runner = web.AppRunner(app)
+    await app_runner.setup()
+    site = web.TCPSite(app_runner, "127.0.0.1", 0)
+    await site.start()
+    hook = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"  # type: ignore[union-attr]
+    gossip = [free_port(), free_port()]
+    members = [Alertmanager(tmp_path, hook) for _ in gossip]
+    for i, member in enumerate(members):
+        member.cluster = [
+            f"--cluster.listen-address=127.0.0.1:{gossip[i]}",
+            f"--cluster.advertise-address=127.0.0.1:{gossip[i]}",
+            f"--cluster.peer=127.0.0.1:{gossip[1 - i]}",
+            "--cluster.peer-timeout=500ms",
+            "--cluster.gossip-interval=50ms",
+            "--cluster.pushpull-interval=1s",
+        ]
+        member.config.write_text(
+            member.config.read_text().replace("group_wait: 0s", "group_wait: 1s")
+        )
+    stores = [Store(tmp_path / f"state{i}.sqlite3") for i in range(2)]
+    try:
+        await asyncio.gather(*(m.start() for m in members))
+        config = NotifyConfig.model_validate(
+            {"alertmanagers": [{"url": m.url, "resend_interval": "1m"} for m in members]}
+        )
+        at = time.time()
+        for store in stores:  # two daemons, one config, the same alert
+            deps = Deps(
+                config=SimpleNamespace(notify=config),
+                store=store,
+                registry=CollectorRegistry(),
+                engine=None,  # type: ignore[arg-type]
+                sources=FakeSources(),  # type: ignore[arg-type]
+            )
+            async with component(deps) as parts:
+                for pusher in parts.consumers:
+                    assert isinstance(pusher, AlertmanagerPusher)
+                    store.register_consumer(pusher.name, 0)
+                    firing = save(store, transition(1, at=at))
+                    await pusher.handle(firing)
+                    assert await pusher.push()
+        for member in members:
+            assert [a["labels"]["stream"] for a in await member.alerts()] == ["s1"]
+        await receiver.wait_for(1, within=20)
+        # No event marks "the other member decided not to send": wait several peer timeouts.
+        await asyncio.sleep(2.5)
+        assert len(receiver.requests) == 1, "one notification per group from the HA pair"
+        assert receiver.bodies()[0]["alerts"][0]["labels"]["stream"] == "s1"
+    finally:
+        await asyncio.gather(*(m.stop() for m in members))
+        for store in stores:
+            store.close()
+        await app_runner.cleanup()
