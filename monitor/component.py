@@ -77,6 +77,8 @@ class Parts:
 
     consumers: list[Consumer] = field(default_factory=list)
     routes: list[web.RouteDef] = field(default_factory=list)
+    # The newest action attempts, newest first, for the status page.
+    recent_actions: Callable[[], Sequence[Mapping[str, Any]]] | None = None
 
 
 class Component(Protocol):

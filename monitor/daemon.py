@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -84,6 +85,7 @@ class Daemon:
         self.outbox: Outbox | None = None
         self.url: str | None = None
         self.started_at = 0.0
+        self._recent_actions: Callable[[], Sequence[Any]] = lambda: ()
         self._stack = contextlib.AsyncExitStack()
         self._stopped = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -155,10 +157,14 @@ class Daemon:
                 parts = await stack.enter_async_context(component(deps))
                 self.outbox.add(parts.consumers)
                 routes += parts.routes
+                if parts.recent_actions is not None:
+                    self._recent_actions = parts.recent_actions
         if schedule:
             await stack.enter_async_context(self.outbox.running())
         configured = {str(ref) for ref in configured_sources(self.config.sources)}
         for source in engine.sources() - configured:
+            if source.startswith("streamwatch/"):
+                continue  # the daemon's own (the action runner's), never in the config
             engine.forget_source(source)  # a source removed while the daemon was down
         await self.sources.apply(self.config.sources)
         if schedule:
@@ -249,6 +255,7 @@ class Daemon:
             config_file=str(self.config_path),
             started_at=self.started_at,
             rules_summary=lambda: describe_rules(self.rule_groups),
+            recent_actions=lambda: self._recent_actions(),
         )
 
     # -- reload -------------------------------------------------------------------------------

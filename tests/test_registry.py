@@ -68,7 +68,8 @@ def test_lookups_of_unknown_things():
         registry.descriptor("nope")
     assert registry.verb("ome.stream", "restart") is not None
     assert registry.verb("ome.stream", "reboot") is None
-    assert registry.verb("ome.push", "restart") is None, "documented as not offered yet"
+    assert registry.verb("ome.push", "restart") is not None
+    assert registry.verb("ome.record", "restart") is not None
     assert registry.verb("nope.kind", "restart") is None
     assert registry.verbs("naver.event") == {}
     config = registry.descriptor("ome").config_model.model_validate(MINIMAL["ome"])

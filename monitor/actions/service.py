@@ -54,7 +54,11 @@ async def actions_component(deps: Deps) -> AsyncIterator[Parts]:
     deps.actions.plug(runner.request)
     task = asyncio.create_task(runner.run(), name="actions:worker")
     try:
-        yield Parts(consumers=[runner], routes=routes(runner, deps.sources))
+        yield Parts(
+            consumers=[runner],
+            routes=routes(runner, deps.sources),
+            recent_actions=lambda: runner.audit.attempts(limit=20),
+        )
     finally:
         task.cancel()
         await asyncio.gather(task, *runner._tasks.values(), return_exceptions=True)

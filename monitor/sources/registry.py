@@ -39,6 +39,8 @@ __all__ = [
 # The daemon's own entity kind: one per configured source (its health), for rules such as
 # the built-in StreamwatchSourceDown.
 SOURCE_KIND = "streamwatch.source"
+# Entities the action runner pushes about targets whose remediation budget is spent.
+REMEDIATION_KIND = "streamwatch.remediation"
 
 _UPSTREAMS: tuple[Upstream, ...] = (ome.UPSTREAM, smartstream.UPSTREAM, naver.UPSTREAM)
 _BY_KIND: dict[str, Upstream] = {u.kind: u for u in _UPSTREAMS}
@@ -60,7 +62,7 @@ def descriptor(kind: str) -> Upstream:
 def entity_kinds() -> tuple[str, ...]:
     """Every entity kind a source emits, plus the daemon's own. Rule files are checked against
     it, so that a typo (`ome.streams`) is an error, not a rule that silently never matches."""
-    return (*_BY_ENTITY_KIND, SOURCE_KIND)
+    return (*_BY_ENTITY_KIND, SOURCE_KIND, REMEDIATION_KIND)
 
 
 def families() -> tuple[Family, ...]:

@@ -1,6 +1,6 @@
 """OME's verbs, by entity kind (see `monitor.sources.verbs` for the protocol).
 
-`ome.push` (in TASK_VERBS, not offered yet): `restart` (stopPush, wait until OME has dropped the stopped push (it keeps it up
+`ome.push`: `restart` (stopPush, wait until OME has dropped the stopped push (it keeps it up
 to a second and refuses the same id meanwhile: "Duplicate ID"), startPush with the same id
 and settings) and `restart.verify` (the push is pushing). `ome.record`: `restart` (stopRecord,
 startRecord with the same id and settings) and `restart.verify` (recording).
@@ -298,8 +298,7 @@ def _verify_task(kind: str, wanted: tuple[str, ...]) -> Verb:
     return verify
 
 
-# Built and tested (tests/test_actions_guard.py), not offered yet: tests/test_registry.py pins
-# `ome.push` as having no restart. Once that line is flipped, these join VERBS.
+# Pushes and recordings (tests/test_actions_guard.py).
 TASK_VERBS: Mapping[str, Mapping[str, Verb]] = {
     KIND_PUSH: {
         "restart": restart_push,
@@ -320,4 +319,5 @@ VERBS: Mapping[str, Mapping[str, Verb]] = {
         "hls_dump.stop": stop_hls_dump,
         "hls_dump.status": hls_dump_status,
     },
+    **TASK_VERBS,
 }
