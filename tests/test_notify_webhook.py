@@ -523,3 +523,22 @@ def test_the_notify_section_of_a_config_file(tmp_path):
     assert "notify.webhooks[0].url" in text and "credentials in the URL" in text
     assert "notify.webhooks[0].match[0]" in text and "invalid regex" in text
     assert "pw@" not in text
+
+
+async def test_a_webhook_removed_from_the_config_leaves_no_groups_behind(store, session, receiver):
+    from types import SimpleNamespace
+
+    from monitor.notify import forget_unconfigured
+
+    clock = FakeClock()
+    hook = notifier(store, session, receiver.url, clock)
+    await hook.handle(save(store, transition(1, at=clock.now)))
+    assert store.query("SELECT COUNT(*) FROM notify_webhook_group") == [(1,)]
+    forget_unconfigured(SimpleNamespace(store=store), NotifyConfig.model_validate({}))  # type: ignore[arg-type]
+    assert store.query("SELECT COUNT(*) FROM notify_webhook_group") == [(0,)]
+    assert store.query("SELECT COUNT(*) FROM notify_webhook_alert") == [(0,)]
+    # The log is pruned after 30 days.
+    store.execute("INSERT INTO notify_log VALUES ('ops', 'd1', 'k', ?, 'sent')", (clock.now,))
+    clock.advance(31 * 86400)
+    hook.prune()
+    assert store.query("SELECT COUNT(*) FROM notify_log") == [(0,)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from monitor.component import Deps, Parts
 
@@ -26,6 +27,7 @@ async def component(deps: Deps) -> AsyncIterator[Parts]:
 
     deps.store.migrate_part("notify", MIGRATIONS)
     config = deps.config.notify
+    forget_unconfigured(deps, config)
     metrics = NotifyMetrics(deps.registry)
     parts = Parts(routes=[receive_route(deps)])
     tasks: list[asyncio.Task[None]] = []
@@ -60,3 +62,18 @@ async def component(deps: Deps) -> AsyncIterator[Parts]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await session.close()
+
+
+def forget_unconfigured(deps: Deps, config: Any) -> None:
+    """Groups and pending pushes of webhooks and Alertmanagers no longer in the config."""
+    hooks = [hook.name for hook in config.webhooks]
+    ams = [am.url for am in config.alertmanagers]
+    with deps.store.transaction():
+        for table in ("notify_webhook_alert", "notify_webhook_group"):
+            deps.store.execute(
+                f"DELETE FROM {table} WHERE receiver NOT IN ({','.join('?' * len(hooks))})",
+                hooks,
+            )
+        deps.store.execute(
+            f"DELETE FROM notify_am_alert WHERE am NOT IN ({','.join('?' * len(ams))})", ams
+        )

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 MAX_GROUP = 1000  # alerts kept per group; more are counted as dropped
 MAX_GROUPS = 10_000  # groups per webhook
+LOG_RETENTION = 30 * 86400.0  # the notification log keeps what was sent for 30 days
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -191,7 +192,7 @@ class WebhookNotifier:
             }
         )
         if not payload_rows or not self.needs_update(firing, payload_rows, sent_hash, last_sent):
-            self._after_send(key, rows, now, None)
+            self._after_send(key, rows, now)
             return True
         alerts = [json.loads(body) for _, _, _, body in payload_rows]
         shown = alerts[: cfg.max_alerts] if cfg.max_alerts else alerts
@@ -220,7 +221,7 @@ class WebhookNotifier:
                 "WHERE receiver = ? AND group_key = ?",
                 (state, now, receiver, key),
             )
-            self._after_send(key, rows, now, state)
+            self._after_send(key, rows, now)
         return True
 
     def needs_update(
@@ -246,7 +247,7 @@ class WebhookNotifier:
             return True  # all resolved (without send_resolved the group just ends)
         return bool(firing) and self.clock() >= last_sent + self.config.repeat_interval
 
-    def _after_send(self, key: str, rows: list[tuple[Any, ...]], now: float, _: Any) -> None:
+    def _after_send(self, key: str, rows: list[tuple[Any, ...]], now: float) -> None:
         """Forget resolved alerts that were in this round (a newer transition of the same
         alert replaced its row's tid, so it stays), drop the group when nothing is left, and
         schedule the next look."""
@@ -352,11 +353,21 @@ class WebhookNotifier:
         self._failing = True
         return "retry"
 
+    def prune(self) -> None:
+        self.store.execute(
+            "DELETE FROM notify_log WHERE receiver = ? AND sent_at < ?",
+            (self.config.name, self.clock() - LOG_RETENTION),
+        )
+
     async def run(self) -> None:
         """The sender task: flush what is due, sleep until the next due time or a wake."""
+        pruned = 0.0
         while True:
             self._wake.clear()
             try:
+                if self.clock() - pruned > 3600:
+                    self.prune()
+                    pruned = self.clock()
                 await self.flush_due()
             except asyncio.CancelledError:
                 raise
