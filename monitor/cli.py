@@ -56,6 +56,26 @@ def build_parser() -> argparse.ArgumentParser:
     alerts.add_argument("-c", "--config", type=Path, help="read the daemon's listen from here")
     alerts.add_argument("--url", help="daemon base URL, e.g. http://127.0.0.1:9108")
 
+    actions = commands.add_parser("actions", help="print the running daemon's recent actions")
+    actions.add_argument("-c", "--config", type=Path, help="read the daemon's listen from here")
+    actions.add_argument("--url", help="daemon base URL, e.g. http://127.0.0.1:9108")
+    actions.add_argument("--limit", type=int, default=50)
+
+    act = commands.add_parser(
+        "act", help="ask the running daemon for an action, through its guard (needs the API token)"
+    )
+    act.add_argument("action", choices=["restart", "hls_dump", "id3_event"])
+    act.add_argument("--kind", required=True, help="entity kind, e.g. ome.stream")
+    act.add_argument(
+        "--label", action="append", default=[], metavar="K=V", help="the entity's labels"
+    )
+    act.add_argument("--source", help="kind/name of the source, when labels are not enough")
+    act.add_argument("--param", action="append", default=[], metavar="K=V")
+    act.add_argument("--dry-run", action="store_true")
+    act.add_argument("--reason", default="")
+    act.add_argument("-c", "--config", type=Path, help="read the daemon's listen from here")
+    act.add_argument("--url", help="daemon base URL, e.g. http://127.0.0.1:9108")
+
     simulate = commands.add_parser(
         "simulate", help="run only the simulators; print their URLs and a sources: block"
     )
@@ -106,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(cmd_once(config, args.config, args.metrics, args.json))
         if args.command == "alerts":
             return cmd_alerts(args.config, args.url)
+        if args.command == "actions":
+            return cmd_actions(args.config, args.url, args.limit)
+        if args.command == "act":
+            return cmd_act(args)
         if args.command == "simulate":
             setup_logging("logfmt", "info")
             from monitor.demo import Credentials, run_simulators
@@ -366,6 +390,126 @@ def cmd_alerts(config_path: Path | None, url: str | None) -> int:
         )
     print_table(rows)
     return 0
+
+
+def _base_url(config_path: Path | None, url: str | None, command: str) -> str | None:
+    if url is not None:
+        return url.rstrip("/")
+    if config_path is None:
+        print(f"streamwatch: {command} needs --url or -c", file=sys.stderr)
+        return None
+    return f"http://{_listen_of(config_path)}"
+
+
+def _request(url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.load(exc)
+        except ValueError:
+            return exc.code, {"error": exc.reason}
+
+
+def cmd_actions(config_path: Path | None, url: str | None, limit: int) -> int:
+    """The running daemon's recent action attempts, newest first."""
+    base = _base_url(config_path, url, "actions")
+    if base is None:
+        return 2
+    try:
+        status, body = _request(f"{base}/api/v1/actions?limit={limit}")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"streamwatch: cannot read actions from {base}: {exc}", file=sys.stderr)
+        return 1
+    if status != 200:
+        print(f"streamwatch: {base}: {body.get('error', status)}", file=sys.stderr)
+        return 1
+    attempts = body.get("data", [])
+    if not attempts:
+        print("no actions")
+        return 0
+    rows = [("TIME", "ACTION", "KIND", "TARGET", "RESULT", "DETAIL")]
+    for attempt in attempts:
+        target = attempt.get("target") or {}
+        labels = target.get("labels", {}) if isinstance(target, dict) else {}
+        rows.append(
+            (
+                iso(attempt.get("time")) or "-",
+                str(attempt.get("action", "")),
+                str(attempt.get("kind", "")),
+                ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-",
+                str(attempt.get("result") or attempt.get("state") or ""),
+                str(attempt.get("detail") or attempt.get("error") or ""),
+            )
+        )
+    print_table(rows)
+    return 0
+
+
+def cmd_act(args: argparse.Namespace) -> int:
+    """Ask the running daemon for one action; it passes the same guard as a rule's."""
+    base = _base_url(args.config, args.url, "act")
+    if base is None:
+        return 2
+    token = os.environ.get("STREAMWATCH_API_TOKEN")
+    if not token and args.config is not None:
+        try:
+            secret = load_config(args.config).api.token
+        except ConfigError as exc:
+            print(f"streamwatch: {exc.problems[0]}", file=sys.stderr)
+            return 2
+        token = secret.get_secret_value() if secret else None
+    if not token:
+        print("streamwatch: act needs the API token: $STREAMWATCH_API_TOKEN or -c", file=sys.stderr)
+        return 2
+    try:
+        labels = dict(_pair(text) for text in args.label)
+        params = {k: _value(v) for k, v in map(_pair, args.param)}
+    except ValueError as exc:
+        print(f"streamwatch: {exc}", file=sys.stderr)
+        return 2
+    body: dict[str, Any] = {
+        "action": args.action,
+        "params": params,
+        "dry_run": args.dry_run or None,
+        "reason": args.reason,
+    }
+    if args.source:
+        body["target"] = {"source": args.source, "kind": args.kind, "labels": labels}
+    else:
+        body.update(kind=args.kind, labels=labels)
+    try:
+        status, answer = _request(f"{base}/api/v1/actions", body, token)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"streamwatch: cannot reach {base}: {exc}", file=sys.stderr)
+        return 1
+    if status != 200:
+        print(f"streamwatch: refused ({status}): {answer.get('error', '')}", file=sys.stderr)
+        return 1
+    outcome = answer.get("data", {})
+    print(f"{outcome.get('result', '?')}: {outcome.get('detail', '')}")
+    return 0 if outcome.get("result") in ("ok", "dry_run") else 1
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"expected K=V, got {text!r}")
+    return key, value
+
+
+def _value(text: str) -> Any:
+    """A parameter's value: JSON when it parses (numbers, true, lists), else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _listen_of(config_path: Path) -> str:

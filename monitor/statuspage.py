@@ -173,12 +173,20 @@ def _context(views: Any) -> dict[str, Any]:
     }
 
 
+def _target_text(target: Any) -> str:
+    if not isinstance(target, Mapping):
+        return str(target or "")
+    labels = target.get("labels") if isinstance(target.get("labels"), Mapping) else {}
+    named = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    return f"{target.get('source', '')} {target.get('kind', '')} {named}".strip()
+
+
 def _action_row(attempt: Mapping[str, Any]) -> dict[str, str]:
     when = attempt.get("time") or attempt.get("started_at")
     return {
         "time": iso(when) if isinstance(when, int | float) else str(when or ""),
         "action": str(attempt.get("action", "")),
-        "target": str(attempt.get("target", "")),
+        "target": _target_text(attempt.get("target")),
         "result": str(attempt.get("result", "")),
         "detail": str(attempt.get("detail", ""))[:200],
     }

@@ -226,3 +226,33 @@ def test_check_says_everything_in_one_pass(tmp_path, capsys):
     assert "sources.ome: duplicate name(s) a" in err
     assert "rule 'Broken'" in err and "rules.yaml:4" in err
     assert err.count("duplicate name(s)") == 1
+
+
+async def test_act_and_actions_go_through_the_daemons_guard(tmp_path, capsys, monkeypatch):
+    sim = OmeSim(TOKEN, clock=time.time)
+    sim.add_stream("default/live/main")
+    async with serve(sim.app()) as url:
+        path = config_for(tmp_path, url)
+        path.write_text(path.read_text() + "api: {token: cli-api-token}\n")
+        daemon = Daemon(path)
+        await daemon.start(schedule=False)
+        try:
+            await daemon.poll_all()
+            labels = ["--label", "server=origin", "--label", "vhost=default"]
+            labels += ["--label", "app=live", "--label", "stream=main"]
+            base = ["act", "restart", "--kind", "ome.stream", *labels, "--url", daemon.url]
+            assert await asyncio.to_thread(main, base) == 2, "no token, no action"
+            assert "needs the API token" in capsys.readouterr().err
+            monkeypatch.setenv("STREAMWATCH_API_TOKEN", "cli-api-token")
+            code = await asyncio.to_thread(main, [*base, "--dry-run", "--reason", "by hand"])
+            said = capsys.readouterr().out
+            listed_code = await asyncio.to_thread(main, ["actions", "--url", daemon.url])
+            listed = capsys.readouterr().out
+        finally:
+            await daemon.stop()
+    assert code == 0 and said.startswith("dry_run:")
+    assert not [c for c in sim.calls if c.method == "DELETE"], "a dry run touches no upstream"
+    assert listed_code == 0
+    header, row = listed.splitlines()[:2]
+    assert header.split() == ["TIME", "ACTION", "KIND", "TARGET", "RESULT", "DETAIL"]
+    assert "restart" in row and "stream=main" in row and "dry_run" in row
