@@ -307,3 +307,46 @@ async def test_ha_pair_two_clustered_alertmanagers_notify_once(tmp_path):
         for store in stores:
             store.close()
         await app_runner.cleanup()
+
+
+async def test_resent_every_interval_so_a_restarted_alertmanager_learns_it_again(tmp_path, store):
+    am = Alertmanager(tmp_path, "http://127.0.0.1:1/unused")
+    config = NotifyConfig.model_validate(
+        {"alertmanagers": [{"url": am.url, "resend_interval": "1s"}]}
+    ).alertmanagers[0]
+    from monitor.notify.common import NotifyMetrics
+    from monitor.notify.tables import MIGRATIONS
+
+    store.migrate_part("notify", MIGRATIONS)
+    registry = CollectorRegistry()
+    await am.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            pusher = AlertmanagerPusher(config, store, session, NotifyMetrics(registry))
+            await pusher.handle(save(store, transition(1, at=time.time())))
+            task = asyncio.create_task(pusher.run())
+            try:
+                await _until_alerts(am, 1)
+                # Alertmanager keeps alerts in memory only: a restart forgets them ...
+                await am.stop()
+                await am.start()
+                await _until_alerts(am, 1)  # ... and the next resend brings the alert back
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    finally:
+        await am.stop()
+    sent = registry.get_sample_value(
+        "streamwatch_notifications_total",
+        {"notifier": f"alertmanager:{am.url}", "result": "sent"},
+    )
+    assert sent is not None and sent >= 2
+
+
+async def _until_alerts(am: Alertmanager, count: int, within: float = 10) -> None:
+    # Alertmanager has no event for "an alert arrived": its API is polled, bounded.
+    deadline = time.monotonic() + within
+    while len(await am.alerts()) < count:
+        assert time.monotonic() < deadline, "the alert did not reach Alertmanager"
+        await asyncio.sleep(0.05)
