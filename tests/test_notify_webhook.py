@@ -460,7 +460,7 @@ async def test_daemon_killed_between_send_and_record_sends_the_same_delivery_aga
             + f"    - {{name: ops, url: '{receiver.url}', group_wait: 0s, hmac_secret: {SECRET}}}\n"
         )
         for round_ in range(2):
-            process, _base = await _daemon(config)
+            process, base = await _daemon(config)
             current["daemon"] = process
             drain = asyncio.create_task(_drain(process))
             try:
@@ -469,6 +469,15 @@ async def test_daemon_killed_between_send_and_record_sends_the_same_delivery_aga
                     assert process.returncode == -signal.SIGKILL
                 else:
                     await asyncio.wait_for(second.wait(), 30)
+                    # The daemon counts the send after the answer: its /metrics is polled.
+                    sample = (
+                        'streamwatch_notifications_total{notifier="webhook:ops",result="sent"} 1.0'
+                    )
+                    async with asyncio.timeout(10):
+                        while True:
+                            if sample in await _metrics(base):
+                                break
+                            await asyncio.sleep(0.05)
             finally:
                 if process.returncode is None:
                     process.terminate()
@@ -542,3 +551,8 @@ async def test_a_webhook_removed_from_the_config_leaves_no_groups_behind(store, 
     clock.advance(31 * 86400)
     hook.prune()
     assert store.query("SELECT COUNT(*) FROM notify_log") == [(0,)]
+
+
+async def _metrics(base: str) -> str:
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/metrics") as resp:
+        return await resp.text()

@@ -18,6 +18,7 @@ from monitor.component import Deps, Parts
 @contextlib.asynccontextmanager
 async def component(deps: Deps) -> AsyncIterator[Parts]:
     import aiohttp
+    from prometheus_client import CollectorRegistry
 
     from monitor.notify.alertmanager import AlertmanagerPusher, receive_route
     from monitor.notify.common import NotifyMetrics
@@ -28,7 +29,9 @@ async def component(deps: Deps) -> AsyncIterator[Parts]:
     deps.store.migrate_part("notify", MIGRATIONS)
     config = deps.config.notify
     forget_unconfigured(deps, config)
-    metrics = NotifyMetrics(deps.registry)
+    configured = bool(config.webhooks or config.alertmanagers or config.mqtt)
+    # The families exist only where something notifies (an idle daemon exports none).
+    metrics = NotifyMetrics(deps.registry if configured else CollectorRegistry())
     parts = Parts(routes=[receive_route(deps)])
     tasks: list[asyncio.Task[None]] = []
     mqtt: MqttNotifier | None = None
