@@ -94,6 +94,14 @@ class Daemon:
     def listen_address(self) -> str:
         return self._listen_override or self.config.listen
 
+    def _base_url(self) -> str | None:
+        """The daemon's own URL for links in notifications: where it listens, or, before
+        the listener is up, where it will (unless it picks a free port)."""
+        if self.url is not None:
+            return self.url
+        host, _, port = self.listen_address.rpartition(":")
+        return None if port == "0" else f"http://{host}:{port}"
+
     def pollers(self) -> Sequence[SourcePoller]:
         return self.sources.pollers() if self.sources is not None else []
 
@@ -151,7 +159,7 @@ class Daemon:
                 clock=self.clock,
                 push=self.sources.push,
                 api_token=self.api_token,
-                base_url=lambda: self.url,
+                base_url=self._base_url,
             )
             for component in components():
                 parts = await stack.enter_async_context(component(deps))
@@ -283,7 +291,7 @@ class Daemon:
                 log.error("reload rejected", extra={"problem": problem})
             self._mark_loaded(False)
             return False
-        for setting in ("listen", "state_dir", "log"):
+        for setting in ("listen", "state_dir", "log", "notify", "actions", "http"):
             if getattr(new, setting) != getattr(self.config, setting) and not (
                 setting == "listen" and self._listen_override
             ):

@@ -56,9 +56,14 @@ async def test_metrics_reference_lists_exactly_the_exported_families(tmp_path):
         f.name if f.type == "gauge" else f.name.removesuffix("_total") + "_total" for f in FAMILIES
     }
     config = tmp_path / "streamwatch.yaml"
-    config.write_text(f"listen: 127.0.0.1:0\nstate_dir: {tmp_path}\nrule_files: []\n")
+    # A notifier of each kind, so that their families are registered too (nothing listens).
+    config.write_text(
+        f"listen: 127.0.0.1:0\nstate_dir: {tmp_path}\nrule_files: []\n"
+        "notify:\n  webhooks: [{name: w, url: 'http://127.0.0.1:9/hook'}]\n"
+        "  mqtt: {url: 'mqtt://127.0.0.1:9'}\n"
+    )
     daemon = Daemon(config)
-    await daemon.start(serve=False, schedule=False)  # every component registers its metrics
+    await daemon.start(schedule=False)  # serving: every component registers its metrics
     try:
         own = {
             metric.name + ("_total" if metric.type == "counter" else "")
