@@ -24,15 +24,8 @@ from monitor.alerting.silences import (
     Silence,
     Silencer,
 )
-from monitor.alerting.templates import (
-    MAX_RENDERED,
-    MAX_SOURCE,
-    MAX_STEPS,
-    MAX_WORK,
-    TemplateError,
-    compile_template,
-    template_context,
-)
+from monitor.alerting.template_bounds import MAX_RENDERED, MAX_SOURCE, MAX_STEPS, MAX_WORK
+from monitor.alerting.templates import TemplateError, compile_template, template_context
 from monitor.cli import main
 from monitor.labels import Matcher, compile_re2
 from monitor.store import Store
