@@ -173,6 +173,10 @@ def parse_yaml(
         mark = getattr(exc, "problem_mark", None)
         where = f"{file}:{mark.line + 1}" if mark else file
         problem = getattr(exc, "problem", None) or str(exc)
+        if "nesting depth" in problem:
+            # Newer libyaml (PyYAML 6.0.4 wheels) stops deep nesting itself, as it scans, before
+            # the flat check above sees the events: the same limit, said the same way.
+            raise YamlError([f"{where}: nested deeper than {MAX_DEPTH} levels"]) from None
         raise YamlError([f"{where}: invalid YAML: {problem}"]) from exc
     loaded = LoadedYaml(data=None, file=file)
     environment = os.environ if env is None else env
