@@ -286,6 +286,8 @@ async def run_demo(listen: str, state_dir: Path | None, duration: float | None) 
                 f"\nstreamwatch demo is running against simulated OME, SmartSTREAM and NAVER.\n"
                 f"  metrics      {daemon.url}/metrics\n"
                 f"  alerts       {daemon.url}/api/v1/alerts   (faults start at +20 s; alerts fire within a minute)\n"
+                f"  actions      {daemon.url}/api/v1/actions   (the stalled stream: marker, HLS dump, restart, within two minutes)\n"
+                f"  status page  {daemon.url}/   (alerts and recent actions)\n"
                 f"  rules        {daemon.url}/api/v1/rules\n"
                 f"  sources      {daemon.url}/api/v1/sources\n"
                 f"  API token    {api_token}   (for POST /api/v1/silences)\n"
