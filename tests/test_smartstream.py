@@ -649,3 +649,20 @@ async def test_a_reloaded_source_keeps_the_budget_and_the_token(sim, clock, metr
             await new.close()
     assert new.bucket is old.bucket
     assert sim.tokens_issued == issued, "the fetched token was carried over, not fetched again"
+
+
+async def test_restart_waits_for_the_shared_budget_instead_of_overspending_it(sim, clock, connect):
+    """An action spends the same budget as polls: with the bucket empty, the restart's calls
+    wait for tokens (on the clock) rather than going out and drawing a 429."""
+    sim.add_live_event(id="ev", ref_id="show", encode_status=ENCODE_STATUS_ERROR)
+    async with connect(rate_limit=10) as source:
+        while source.bucket.try_acquire():
+            pass  # polls have spent the whole minute's budget
+        t0 = clock.now
+        result = await source.restart_live_event("ref:show", poll_interval=5, deadline=120)
+    assert result.ok
+    assert [s.step for s in result.steps] == ["stop", "reset", "start", "wait"]
+    # Four calls at about 8 tokens a minute after the burst: half a minute, not the 5 s the
+    # wait for running alone would take.
+    assert clock.now - t0 >= 25, "the calls waited for tokens to come back"
+    assert not [c for c in sim.calls if c.status == 429], "the account's limit was never hit"
