@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, model_validator
 
+from monitor.actions.peers import HaConfig
 from monitor.schema import Strict, duration_between
 from monitor.sources.http import parse_byte_size
 
@@ -51,6 +52,7 @@ class ActionsConfig(Strict):
     concurrency: Annotated[int, Field(ge=1, le=256)] = 4
     guard: GuardConfig = Field(default_factory=GuardConfig)
     dumps: DumpsConfig = Field(default_factory=DumpsConfig)
+    ha: HaConfig = Field(default_factory=HaConfig)  # one action per incident in an HA group
     # Accepted for configs written before the guard existed: the same as guard.cooldown.
     cooldown: duration_between(0.0, 7 * 86400.0) | None = None  # type: ignore[valid-type]
 

@@ -21,6 +21,7 @@ from typing import Any
 from monitor.actions.audit import ActionLog, target_key
 from monitor.actions.config import GuardConfig
 from monitor.actions.metrics import ActionMetrics
+from monitor.actions.peers import Peers
 from monitor.model import Target
 from monitor.sources import registry
 from monitor.sources.base import SourceError
@@ -98,12 +99,14 @@ class Guard:
         concurrency: int,
         clock: Callable[[], float] = time.time,
         on_exhausted: Callable[[Attempt], None] = lambda attempt: None,
+        peers: Peers | None = None,
     ):
         self.audit = audit
         self.metrics = metrics
         self.execute = execute
         self.clock = clock
         self.on_exhausted = on_exhausted
+        self.peers = peers
         self.semaphore = asyncio.Semaphore(concurrency)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.stages: Sequence[Callable[[Attempt, float], Skip]] = (
@@ -124,6 +127,9 @@ class Guard:
                 skip = stage(attempt, now)
                 if skip is not None:
                     return self._skipped(attempt, now, *skip)
+            skip = await self.peer(attempt, now)
+            if skip is not None:
+                return self._skipped(attempt, self.clock(), *skip)
             async with self.semaphore:
                 return await self._execute(attempt)
 
@@ -179,6 +185,19 @@ class Guard:
                 "skipped_backoff",
                 f"{len(streak)} attempt(s) in a row; next one not before {wait:g}s after the last",
             )
+        return None
+
+    async def peer(self, attempt: Attempt, now: float) -> Skip:
+        """In an HA group: wait this daemon's turn, then leave the alert to a peer that has
+        acted on it within the cooldown (see monitor/actions/peers.py). Only rule actions (an
+        alert's fingerprint) are settled this way; a manual request is meant for this daemon."""
+        if self.peers is None or not self.peers.enabled or attempt.fingerprint is None:
+            return None
+        await self.peers.wait_turn()
+        since = now - max(attempt.guard.cooldown, self.peers.config.peer_timeout)
+        peer = await self.peers.acted(attempt.action, attempt.fingerprint, since)
+        if peer is not None:
+            return "skipped_peer", f"{peer} acted on this alert already"
         return None
 
     def next_allowed(self, attempt: Attempt, now: float) -> float:

@@ -17,6 +17,7 @@ RESULTS = (
     "skipped_budget",
     "skipped_backoff",
     "skipped_silenced",
+    "skipped_peer",
 )
 DUMP_STATES = ("starting", "running", "stopped", "ended", "deleted")
 

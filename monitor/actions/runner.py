@@ -22,6 +22,7 @@ from monitor.actions.config import ActionsConfig
 from monitor.actions.dumps import Dumps
 from monitor.actions.guard import Attempt, Calls, Guard
 from monitor.actions.metrics import ActionMetrics
+from monitor.actions.peers import Peers
 from monitor.actions.perform import Performer
 from monitor.alerting.rules import ACTION_PARAMS
 from monitor.alerting.transitions import AlertState, Transition, TransitionKind
@@ -82,6 +83,7 @@ class ActionRunner:
             concurrency=config.concurrency,
             clock=clock,
             on_exhausted=self._exhausted,
+            peers=Peers(config.ha),
         )
         self.dumps = Dumps(self.audit, config.dumps, dumps_root, source_of, clock=clock)
         # Attempts a daemon that died mid-action left `started`: verified, not redone.
