@@ -46,13 +46,18 @@ def certificates(tmp: Path, name: str) -> tuple[Path, Path, Path]:
     return ca, cert, key
 
 
-@pytest.fixture
-async def tls_broker(tmp_path):
-    ca, cert, key = certificates(tmp_path, "broker")
-    passwords = tmp_path / "passwords"
+def password_file(tmp: Path) -> Path:
+    passwords = tmp / "passwords"
     tool = shutil.which("mosquitto_passwd")
     assert tool, "mosquitto_passwd is missing: apt-get install mosquitto"
     subprocess.run([tool, "-b", "-c", str(passwords), USER, PASSWORD], check=True, timeout=30)
+    return passwords
+
+
+@pytest.fixture
+async def tls_broker(tmp_path):
+    ca, cert, key = certificates(tmp_path, "broker")
+    passwords = password_file(tmp_path)
     port = free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(
